@@ -1,0 +1,16 @@
+"""One time step each: ``cell(x_t, state) -> (y_t, new_state)``; the specification of rnnkit."""
+
+from rnnkit.cells.base import HiddenState, LSTMState, RecurrentCell
+from rnnkit.cells.elman import NONLINEARITIES, ElmanCell
+from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.lstm import LSTMCell
+
+__all__ = [
+    "NONLINEARITIES",
+    "ElmanCell",
+    "GRUCell",
+    "HiddenState",
+    "LSTMCell",
+    "LSTMState",
+    "RecurrentCell",
+]

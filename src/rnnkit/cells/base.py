@@ -1,0 +1,193 @@
+"""The step contract shared by every cell.
+
+A cell computes one time step::
+
+    y_t, state_t = cell(x_t, state_{t-1})
+
+``state`` is a NamedTuple (:class:`HiddenState` or :class:`LSTMState`); ``y_t`` is the new hidden
+state ``h_t``. The math lives in :meth:`RecurrentCell.step`, a function of explicit weights, so the
+same code runs a standalone cell (``cell(x, state)`` uses the cell's own parameters) and every
+(layer, direction) of a stacked layer (which stores torch-named parameters such as
+``weight_hh_l1_reverse`` and hands them to ``step``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class HiddenState(NamedTuple):
+    """State of an Elman or GRU cell. ``h``: (B, H)."""
+
+    h: Tensor
+
+
+class LSTMState(NamedTuple):
+    """State of an LSTM cell. ``h``: (B, P) with P = proj_size or H; ``c``: (B, H)."""
+
+    h: Tensor
+    c: Tensor
+
+
+def _check_size(name: str, value, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+class RecurrentCell(nn.Module):
+    """Base class: parameters, validation and initial state for one recurrent step.
+
+    Subclasses define :meth:`parameter_shapes` (name -> shape, torch's names) and :meth:`step`.
+
+    Args:
+        input_size: features I of ``x_t``.
+        hidden_size: units H.
+        bias: learn ``bias_ih`` and ``bias_hh``.
+        create_parameters: allocate parameters on the cell. Layers pass ``False``: they own the
+            parameters under torch's per-layer names and pass them to :meth:`step`.
+    """
+
+    state_type: type = HiddenState
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        create_parameters: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        self._create_parameters = create_parameters
+        self._factory = {"device": device, "dtype": dtype}
+
+    # -- subclasses ------------------------------------------------------------------------
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state, weights: Mapping[str, Tensor]):
+        """One time step with explicit ``weights`` (keys from :meth:`parameter_shapes`)."""
+        raise NotImplementedError
+
+    @property
+    def output_size(self) -> int:
+        """Size of ``y_t`` and of ``state.h``."""
+        return self.hidden_size
+
+    @property
+    def gate_count(self) -> int:
+        """Number of H-sized blocks in ``weight_ih`` (4 for LSTM, 3 for GRU, 1 for Elman)."""
+        return 1
+
+    # -- shared ------------------------------------------------------------------------------
+    def _finish_init(self) -> None:
+        """Allocate parameters (when the cell owns them) and initialise them."""
+        if self._create_parameters:
+            for name, shape in self.parameter_shapes().items():
+                setattr(self, name, nn.Parameter(torch.empty(shape, **self._factory)))
+            self.reset_parameters()
+
+    def weights(self) -> dict[str, Tensor]:
+        """The cell's own parameters by name (only when ``create_parameters=True``)."""
+        return {name: getattr(self, name) for name in self.parameter_shapes()}
+
+    def reset_parameters(self, init: str = "rnnkit") -> None:
+        from rnnkit.init import initialize
+
+        with torch.no_grad():
+            initialize(self, self.weights(), init)
+
+    def state_sizes(self) -> tuple[int, ...]:
+        """Feature size of each state field, in NamedTuple order."""
+        return (self.output_size,)
+
+    def initial_state(self, batch_size: int, device=None, dtype=None):
+        """Zeros of the right shape: a NamedTuple of (batch_size, size) tensors."""
+        batch_size = _check_size("batch_size", batch_size)
+        device = device if device is not None else self._factory["device"]
+        dtype = dtype if dtype is not None else (self._factory["dtype"] or torch.get_default_dtype())
+        return self.state_type(
+            *(torch.zeros(batch_size, size, device=device, dtype=dtype) for size in self.state_sizes())
+        )
+
+    def forward(self, input: Tensor, state=None):
+        """``(y_t, new_state) = cell(x_t, state)``; ``x_t``: (B, I) or (I,) unbatched."""
+        if not self._create_parameters:
+            raise RuntimeError("this cell was built without parameters; call step(x, state, weights)")
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+        unbatched = input.dim() == 1
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (B, {self.input_size}) or "
+                f"({self.input_size},), got {tuple(input.shape)}"
+            )
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}: input has {input.shape[-1]} features, "
+                f"expected input_size={self.input_size}"
+            )
+        if unbatched:
+            input = input.unsqueeze(0)
+        if state is None:
+            state = self.initial_state(input.shape[0], device=input.device, dtype=input.dtype)
+        else:
+            state = self._check_state(state, input, unbatched)
+        y, new_state = self.step(input, state, self.weights())
+        if unbatched:
+            return y.squeeze(0), self.state_type(*(s.squeeze(0) for s in new_state))
+        return y, new_state
+
+    def _check_state(self, state, input: Tensor, unbatched: bool):
+        fields = self.state_type._fields
+        if isinstance(state, Tensor) and len(fields) == 1:
+            state = (state,)
+        if not isinstance(state, tuple) or len(state) != len(fields):
+            raise TypeError(
+                f"{type(self).__name__}: state must be a {self.state_type.__name__}"
+                f"({', '.join(fields)}), got {type(state).__name__}"
+            )
+        checked = []
+        for name, s, size in zip(fields, state, self.state_sizes()):
+            if unbatched:
+                s = s.unsqueeze(0)
+            expected = (input.shape[0], size)
+            if tuple(s.shape) != expected:
+                raise ValueError(
+                    f"{type(self).__name__}: state.{name} has shape {tuple(s.shape)}, "
+                    f"expected {expected}"
+                )
+            if s.dtype != input.dtype:
+                raise TypeError(
+                    f"{type(self).__name__}: state.{name} has dtype {s.dtype}, input has {input.dtype}"
+                )
+            if s.device != input.device:
+                raise ValueError(
+                    f"{type(self).__name__}: state.{name} is on {s.device}, input is on {input.device}"
+                )
+            checked.append(s)
+        return self.state_type(*checked)
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        return text
+
+
+def default_stdv(hidden_size: int) -> float:
+    """torch's uniform init bound, 1/sqrt(H)."""
+    return 1.0 / math.sqrt(hidden_size)

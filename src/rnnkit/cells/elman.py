@@ -1,0 +1,82 @@
+"""Elman (vanilla) recurrent cell."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnkit.cells.base import HiddenState, RecurrentCell
+
+NONLINEARITIES = {
+    "tanh": lambda a: a.tanh(),
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,  # negative slope 0.01
+    "elu": F.elu,  # alpha 1
+    "sigmoid": lambda a: a.sigmoid(),
+}
+
+
+class ElmanCell(RecurrentCell):
+    r"""Elman recurrent cell (``torch.nn.RNNCell`` with more nonlinearities).
+
+    .. math::
+        h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    with :math:`\phi` one of ``tanh``, ``relu``, ``leaky_relu`` (slope 0.01), ``elu`` (alpha 1),
+    ``sigmoid``. ReLU with identity ``W_hh`` and zero bias is the IRNN (Le et al. 2015).
+
+    Shapes: B batch, I ``input_size``, H ``hidden_size``.
+        - ``x_t``: (B, I); ``state``: ``HiddenState(h=(B, H))``; ``y_t = h_t``: (B, H).
+        - Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih`` (H), ``bias_hh`` (H).
+
+    Example::
+
+        >>> cell = ElmanCell(8, 16, nonlinearity="relu")
+        >>> y, state = cell(torch.randn(4, 8))
+        >>> y.shape, state.h.shape
+        (torch.Size([4, 16]), torch.Size([4, 16]))
+    """
+
+    state_type = HiddenState
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        *,
+        create_parameters: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, bias, create_parameters=create_parameters,
+            device=device, dtype=dtype,
+        )
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(
+                f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got {nonlinearity!r}"
+            )
+        self.nonlinearity = nonlinearity
+        self._activation = NONLINEARITIES[nonlinearity]
+        self._finish_init()
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, I = self.hidden_size, self.input_size
+        shapes = {"weight_ih": (H, I), "weight_hh": (H, H)}
+        if self.bias:
+            shapes.update(bias_ih=(H,), bias_hh=(H,))
+        return shapes
+
+    def step(self, x: Tensor, state: HiddenState, weights: Mapping[str, Tensor]):
+        pre = x @ weights["weight_ih"].t() + state.h @ weights["weight_hh"].t()
+        if self.bias:
+            pre = pre + weights["bias_ih"] + weights["bias_hh"]
+        h = self._activation(pre)
+        return h, HiddenState(h)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
