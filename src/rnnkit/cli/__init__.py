@@ -1,0 +1,1 @@
+"""Command line: ``rnnkit <command>``; see :mod:`rnnkit.cli.main`."""

@@ -1,0 +1,65 @@
+"""``rnnkit`` entry point: registers one module per command and turns user errors into exit 2.
+
+Each command module ``rnnkit.cli.<name>`` exposes ``register(subparsers)``, which adds its parser
+and sets ``func=run``. ``run(args) -> int | None`` calls the library and prints. A user error —
+an :class:`rnnkit.errors.InvalidInputError` or :class:`UsageError` — prints one line
+``error: …`` on stderr and exits 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rnnkit import __version__
+from rnnkit.errors import InvalidInputError
+
+# Command modules, in the order ``rnnkit --help`` lists them.
+COMMANDS = [
+    "train", "sample", "evaluate", "predict", "tag", "translate", "forecast", "data",
+    "diagnose", "bench", "env",
+]
+
+
+class UsageError(InvalidInputError):
+    """A bad option value or combination found after argparse (exit 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnkit",
+        description="Recurrent sequence learning: train, sample, evaluate, diagnose, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"rnnkit.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"rnnkit.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        # `rnnkit` or `rnnkit train` without a subcommand: show the relevant help.
+        (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        code = args.func(args)
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `rnnkit sample … | head`
+        return 0
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
