@@ -1,1 +1,25 @@
+"""rnnkit: recurrent sequence learning for PyTorch.
+
+Every recurrent cell the literature uses (Elman/IRNN, LSTM with peephole, coupled gates, layer
+norm and projection, GRU in both formulations) as drop-in ``torch.nn`` layers with three
+backends, plus training, tasks and gradient-flow diagnostics.
+"""
+
 __version__ = "0.1.0"
+
+from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell, LSTMState  # noqa: E402
+from rnnkit.layers import GRU, IRNN, LSTM, RNN, make_layer  # noqa: E402
+
+__all__ = [
+    "GRU",
+    "IRNN",
+    "LSTM",
+    "RNN",
+    "ElmanCell",
+    "GRUCell",
+    "HiddenState",
+    "LSTMCell",
+    "LSTMState",
+    "__version__",
+    "make_layer",
+]

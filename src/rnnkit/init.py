@@ -44,7 +44,9 @@ def initialize(cell: nn.Module, weights: Mapping[str, Tensor], init: str | Initi
     elif init in INITIALIZERS:
         fn = INITIALIZERS[init]
     else:
-        raise ValueError(f"init must be one of {', '.join(sorted(INITIALIZERS))} or a callable; got {init!r}")
+        raise ValueError(
+            f"init must be one of {', '.join(sorted(INITIALIZERS))} or a callable; got {init!r}"
+        )
     with torch.no_grad():
         fn(cell, weights)
 

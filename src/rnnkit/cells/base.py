@@ -118,15 +118,22 @@ class RecurrentCell(nn.Module):
         """Zeros of the right shape: a NamedTuple of (batch_size, size) tensors."""
         batch_size = _check_size("batch_size", batch_size)
         device = device if device is not None else self._factory["device"]
-        dtype = dtype if dtype is not None else (self._factory["dtype"] or torch.get_default_dtype())
+        dtype = (
+            dtype if dtype is not None else (self._factory["dtype"] or torch.get_default_dtype())
+        )
         return self.state_type(
-            *(torch.zeros(batch_size, size, device=device, dtype=dtype) for size in self.state_sizes())
+            *(
+                torch.zeros(batch_size, size, device=device, dtype=dtype)
+                for size in self.state_sizes()
+            )
         )
 
     def forward(self, input: Tensor, state=None):
         """``(y_t, new_state) = cell(x_t, state)``; ``x_t``: (B, I) or (I,) unbatched."""
         if not self._create_parameters:
-            raise RuntimeError("this cell was built without parameters; call step(x, state, weights)")
+            raise RuntimeError(
+                "this cell was built without parameters; call step(x, state, weights)"
+            )
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
         unbatched = input.dim() == 1
@@ -172,11 +179,13 @@ class RecurrentCell(nn.Module):
                 )
             if s.dtype != input.dtype:
                 raise TypeError(
-                    f"{type(self).__name__}: state.{name} has dtype {s.dtype}, input has {input.dtype}"
+                    f"{type(self).__name__}: state.{name} has dtype {s.dtype}, "
+                    f"input has {input.dtype}"
                 )
             if s.device != input.device:
                 raise ValueError(
-                    f"{type(self).__name__}: state.{name} is on {s.device}, input is on {input.device}"
+                    f"{type(self).__name__}: state.{name} is on {s.device}, "
+                    f"input is on {input.device}"
                 )
             checked.append(s)
         return self.state_type(*checked)

@@ -53,8 +53,12 @@ class ElmanCell(RecurrentCell):
         dtype=None,
     ) -> None:
         super().__init__(
-            input_size, hidden_size, bias, create_parameters=create_parameters,
-            device=device, dtype=dtype,
+            input_size,
+            hidden_size,
+            bias,
+            create_parameters=create_parameters,
+            device=device,
+            dtype=dtype,
         )
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(

@@ -49,8 +49,12 @@ class GRUCell(RecurrentCell):
         dtype=None,
     ) -> None:
         super().__init__(
-            input_size, hidden_size, bias, create_parameters=create_parameters,
-            device=device, dtype=dtype,
+            input_size,
+            hidden_size,
+            bias,
+            create_parameters=create_parameters,
+            device=device,
+            dtype=dtype,
         )
         self.reset_after = bool(reset_after)
         self._finish_init()

@@ -81,8 +81,12 @@ class LSTMCell(RecurrentCell):
         dtype=None,
     ) -> None:
         super().__init__(
-            input_size, hidden_size, bias, create_parameters=create_parameters,
-            device=device, dtype=dtype,
+            input_size,
+            hidden_size,
+            bias,
+            create_parameters=create_parameters,
+            device=device,
+            dtype=dtype,
         )
         self.proj_size = _check_size("proj_size", proj_size, minimum=0)
         if self.proj_size >= hidden_size:
@@ -126,8 +130,10 @@ class LSTMCell(RecurrentCell):
             shapes.update(weight_cf=(H,), weight_co=(H,))
         if self.layer_norm:
             shapes.update(
-                layer_norm_ih_weight=(G,), layer_norm_hh_weight=(G,),
-                layer_norm_c_weight=(H,), layer_norm_c_bias=(H,),
+                layer_norm_ih_weight=(G,),
+                layer_norm_hh_weight=(G,),
+                layer_norm_c_weight=(H,),
+                layer_norm_c_bias=(H,),
             )
         return shapes
 
@@ -162,8 +168,11 @@ class LSTMCell(RecurrentCell):
         c_out = c_new
         if self.layer_norm:
             c_out = F.layer_norm(
-                c_new, c_new.shape[-1:], weights["layer_norm_c_weight"],
-                weights["layer_norm_c_bias"], eps=LAYER_NORM_EPS,
+                c_new,
+                c_new.shape[-1:],
+                weights["layer_norm_c_weight"],
+                weights["layer_norm_c_bias"],
+                eps=LAYER_NORM_EPS,
             )
         h_new = o * c_out.tanh()
         if self.proj_size:

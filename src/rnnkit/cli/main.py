@@ -17,8 +17,17 @@ from rnnkit.errors import InvalidInputError
 
 # Command modules, in the order ``rnnkit --help`` lists them.
 COMMANDS = [
-    "train", "sample", "evaluate", "predict", "tag", "translate", "forecast", "data",
-    "diagnose", "bench", "env",
+    "train",
+    "sample",
+    "evaluate",
+    "predict",
+    "tag",
+    "translate",
+    "forecast",
+    "data",
+    "diagnose",
+    "bench",
+    "env",
 ]
 
 

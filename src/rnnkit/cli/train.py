@@ -1,4 +1,4 @@
-"""``rnnkit train <task>``: one module per task, ``rnnkit.cli.train_<task>``, each with ``register``."""
+"""``rnnkit train <task>``: one module per task, ``rnnkit.cli.train_<task>``, with ``register``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ TASKS = ["lm", "classify", "tag", "seq2seq", "forecast"]
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a model (lm, classify, tag, seq2seq, forecast)",
+        "train",
+        help="train a model (lm, classify, tag, seq2seq, forecast)",
         description="Train a model on your data; each task is a subcommand.",
     )
     parser.set_defaults(func=None, _parser=parser)
