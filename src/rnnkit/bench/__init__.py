@@ -1,0 +1,1 @@
+"""Benchmarks: speed of backends and variants (:mod:`.speed`) and long-memory tasks."""
