@@ -1,0 +1,329 @@
+"""Files on disk: atomic writes, safetensors with a checksum, JSON, and run directories.
+
+Every file is written to a temporary name in the same directory, flushed, fsynced and renamed
+over the target with :func:`os.replace`, so a crash or ``SIGKILL`` leaves either the old file or
+the new one, never half of one. Nothing is pickled: tensors go to safetensors, everything else to
+JSON, and loading never executes code from a file.
+
+Weights written by :func:`save_tensors` carry a SHA-256 of their tensor bytes in the safetensors
+metadata; :func:`load_tensors` recomputes it, so a truncated *or* bit-flipped file is reported
+instead of silently loaded.
+
+A run directory (see ``DESIGN.md``, "Runs on disk") holds ``config.json``, ``model.safetensors``,
+``metrics.jsonl``, the task's encoders (``vocab.json`` …) and ``trainer_state/``.
+:class:`RunDir` names those files, creates a run safely (``--force``/``--resume`` rules) and
+checks that a directory is a run before anything reads it.
+
+Example::
+
+    >>> import tempfile, torch
+    >>> from rnnkit.io import atomic_write_json, read_json, save_tensors, load_tensors
+    >>> d = tempfile.mkdtemp()
+    >>> atomic_write_json(f"{d}/a.json", {"x": 1})
+    >>> read_json(f"{d}/a.json")
+    {'x': 1}
+    >>> save_tensors(f"{d}/w.safetensors", {"w": torch.ones(2)})
+    >>> load_tensors(f"{d}/w.safetensors")["w"]
+    tensor([1., 1.])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from rnnkit import __version__
+from rnnkit.errors import InvalidInputError
+
+CHECKSUM_KEY = "rnnkit_sha256"
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_json(obj) -> str:
+    """JSON text, UTF-8 kept readable; non-finite floats become ``null`` (strict JSON)."""
+    return json.dumps(_finite(obj), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_text(path, to_json(obj))
+
+
+def read_json(path: str | os.PathLike):
+    """Read a JSON file; a missing or malformed file raises :class:`InvalidInputError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path} is missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc}); restore or delete it") from None
+
+
+def append_jsonl(path: str | os.PathLike, record: Mapping) -> None:
+    """Append one JSON object as a line and fsync it (one line per call, never partial JSON)."""
+    line = json.dumps(_finite(dict(record)), ensure_ascii=False, allow_nan=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | os.PathLike, records) -> None:
+    """Replace ``path`` atomically with one JSON line per record."""
+    lines = (json.dumps(_finite(dict(r)), ensure_ascii=False, allow_nan=False) for r in records)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All complete JSON lines of ``path`` (a torn last line from a crash is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# -- safetensors -----------------------------------------------------------------------------
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode("utf-8"))
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_tensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Save named tensors to safetensors atomically, with a checksum in the metadata.
+
+    Tensors that share storage (tied weights) are cloned so each name is stored in full.
+    """
+    plain = {name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta[CHECKSUM_KEY] = _digest(plain)
+    atomic_write_bytes(path, _st_save(plain, metadata=meta))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file written by :func:`save_tensors`, verifying its checksum.
+
+    Raises:
+        InvalidInputError: the file is missing, truncated, corrupted or its checksum differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path} is missing")
+    data = path.read_bytes()
+    try:
+        tensors = _st_load(data)
+        meta = _read_metadata(data)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise InvalidInputError(
+            f"{path} is truncated or corrupted ({str(exc).splitlines()[0]}); "
+            "restore it or train again"
+        ) from None
+    expected = meta.get(CHECKSUM_KEY)
+    if expected is not None and expected != _digest(tensors):
+        raise InvalidInputError(
+            f"{path} is corrupted (checksum mismatch); restore it or train again"
+        )
+    return tensors
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    if len(data) < 8:
+        raise ValueError("file shorter than its 8-byte header length")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(data[8 : 8 + n])
+    return header.get("__metadata__", {}) or {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- run directories -------------------------------------------------------------------------
+class RunDir:
+    """A training run on disk and the names of its files.
+
+    ``config.json`` marks a directory as a run: it records the task (``config["task"]``), every
+    hyperparameter, the data source, and the rnnkit and torch versions.
+    """
+
+    CONFIG = "config.json"
+    MODEL = "model.safetensors"
+    METRICS = "metrics.jsonl"
+    TRAINER_STATE = "trainer_state"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def trainer_state_path(self) -> Path:
+        return self.path / self.TRAINER_STATE
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def check(self) -> RunDir:
+        """Raise :class:`InvalidInputError` unless this is a run directory with weights."""
+        if not self.path.exists():
+            raise InvalidInputError(f"run directory {self.path} does not exist")
+        if not self.path.is_dir():
+            raise InvalidInputError(f"{self.path} is not a directory; pass a run directory")
+        if not self.is_run():
+            raise InvalidInputError(
+                f"{self.path} is not a run directory (no {self.CONFIG}); "
+                "pass the --out directory of a training run"
+            )
+        if not self.model_path.is_file():
+            raise InvalidInputError(
+                f"{self.path} has no {self.MODEL}; the run never reached a checkpoint"
+            )
+        return self
+
+    # -- config -------------------------------------------------------------------------------
+    def read_config(self) -> dict:
+        config = read_json(self.config_path)
+        if not isinstance(config, dict) or "task" not in config:
+            raise InvalidInputError(f"{self.config_path} has no 'task'; it is not an rnnkit run")
+        return config
+
+    def write_config(self, config: Mapping) -> None:
+        record = dict(config)
+        record.setdefault("versions", versions())
+        atomic_write_json(self.config_path, record)
+
+    def load_weights(self) -> dict[str, torch.Tensor]:
+        return load_tensors(self.model_path)
+
+    def save_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        save_tensors(self.model_path, state_dict)
+
+    # -- creation -----------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, path: str | os.PathLike, *, force: bool = False) -> RunDir:
+        """Check that a new run may be written to ``path``; nothing is changed yet.
+
+        Raises :class:`InvalidInputError` if ``path`` exists and is not empty without ``force``,
+        or exists and is not a run directory (``--force`` never deletes arbitrary folders).
+        Call :meth:`create` once all inputs have been validated.
+        """
+        run = cls(path)
+        p = run.path
+        if p.exists() and not p.is_dir():
+            raise InvalidInputError(f"--out {p} is a file; choose a directory")
+        if p.is_dir() and any(p.iterdir()):
+            if not run.is_run():
+                raise InvalidInputError(
+                    f"--out {p} exists, is not empty and is not a run directory; "
+                    "choose another --out"
+                )
+            if not force:
+                raise InvalidInputError(
+                    f"--out {p} already holds a run; pass --force to replace it "
+                    f"or --resume {p} to continue it"
+                )
+        return run
+
+    def create(self) -> RunDir:
+        """Empty the directory (a run being replaced, checked by :meth:`prepare`) and make it."""
+        if self.path.is_dir() and self.is_run():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every run's config."""
+    import platform
+
+    import numpy
+
+    return {
+        "rnnkit": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
