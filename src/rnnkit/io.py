@@ -48,6 +48,8 @@ from rnnkit import __version__
 from rnnkit.errors import InvalidInputError
 
 CHECKSUM_KEY = "rnnkit_sha256"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # -- atomic writes ---------------------------------------------------------------------------
@@ -61,6 +63,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

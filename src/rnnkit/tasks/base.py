@@ -18,8 +18,10 @@ returns the metrics dict (always with ``"loss"``; the language model adds ``bpc`
 ``perplexity``, a classifier would add ``accuracy = correct / count``).
 
 To be saved and reloaded a task gives its constructor arguments with :meth:`Task.config` and
-rebuilds from them with ``from_config``; ``name`` is the task's key in ``config.json`` and in
-:data:`rnnkit.tasks.TASKS`.
+rebuilds from them with ``from_config``; ``name`` is the task's key (``config.json``'s
+``"task"``) in :data:`TASKS`, which maps it to ``"module:Class"`` so :func:`load_task` can
+rebuild any run's model from ``config["model"]`` and ``model.safetensors``. A new task adds
+itself with ``TASKS["name"] = "rnnkit.tasks.module:Class"`` (or :func:`register_task`).
 
 Example (a minimal regression task)::
 
@@ -38,12 +40,20 @@ Example (a minimal regression task)::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from rnnkit.errors import InvalidInputError
+
+# Task name (config.json "task") -> "module:Class"; imported only when a run of it is loaded.
+TASKS: dict[str, str] = {
+    "lm": "rnnkit.tasks.lm:LanguageModel",
+}
 
 
 @dataclass
@@ -107,3 +117,48 @@ class Task(nn.Module):
     @classmethod
     def from_config(cls, config: dict) -> Task:
         return cls(**config)
+
+
+def register_task(name: str, target: str) -> None:
+    """Make runs with ``config["task"] == name`` loadable; ``target`` is ``"module:Class"``."""
+    TASKS[name] = target
+
+
+def task_class(name: str) -> type[Task]:
+    """The class registered for task ``name``."""
+    if name not in TASKS:
+        raise InvalidInputError(
+            f"unknown task {name!r} in config.json; known tasks: {', '.join(sorted(TASKS))}"
+        )
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_task(run) -> Task:
+    """Rebuild a run's model from ``config.json`` and load ``model.safetensors`` (no pickle).
+
+    Args:
+        run: a :class:`rnnkit.io.RunDir` (checked) or a path.
+
+    Raises:
+        InvalidInputError: not a run, corrupted weights, or weights that do not fit the config.
+    """
+    from rnnkit.io import RunDir
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    run.check()
+    config = run.read_config()
+    cls = task_class(config["task"])
+    try:
+        task = cls.from_config(config.get("model", {}))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
+    weights = run.load_weights()
+    try:
+        task.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise InvalidInputError(
+            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
+        ) from None
+    task.eval()
+    return task

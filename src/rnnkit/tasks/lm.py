@@ -1,0 +1,444 @@
+r"""Character language model: predict the next character of a text.
+
+Model (batch-first; B batch, T time steps, V vocabulary, E embedding, P recurrent output)::
+
+    e_t = Embedding(x_t)                       (B, T, E)
+    h_t = RNN(e_t, h_{t-1})                    (B, T, P)   any rnnkit cell, stacked, dropout
+    z_t = W h_t + b                            (B, T, V)   W = embedding weight if tied (P = E)
+    loss = -1/N sum_t log softmax(z_t)[y_t]    nats per character, N scored characters
+
+Metrics: ``loss`` (nats/char), ``bpc = loss / ln 2`` (bits per character),
+``perplexity = exp(loss)``. Targets that are ``<unk>`` (characters never seen in training) are
+not scored; evaluation reports their number as ``unknown``.
+
+Training from a text file or the default corpus is :func:`train_language_model`; sampling is
+:func:`generate`; scoring a text is :func:`evaluate_text`.
+
+Example::
+
+    >>> import torch
+    >>> lm = LanguageModel(vocab_size=10, embedding_size=8, hidden_size=16, num_layers=2)
+    >>> x = torch.randint(1, 10, (3, 5))
+    >>> logits, state = lm(x)
+    >>> logits.shape
+    torch.Size([3, 5, 10])
+    >>> out = lm.step((x, x))
+    >>> out.count, round(out.loss.item(), 1) > 0
+    (15, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.data.text import DEFAULT_CORPUS, StreamBatches, TextSplit, load_corpus
+from rnnkit.data.vocab import CharVocab
+from rnnkit.errors import InvalidInputError
+from rnnkit.io import RunDir, atomic_write_json
+from rnnkit.layers import make_layer
+from rnnkit.tasks.base import StepOutput, Task, load_task
+from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+
+log = logging.getLogger("rnnkit.tasks.lm")
+
+CELLS = ("lstm", "gru", "rnn", "irnn")
+
+
+class LanguageModel(Task):
+    """Embedding -> recurrent layer(s) -> linear decoder over the vocabulary.
+
+    Args:
+        vocab_size: V, including ``<unk>`` (id 0).
+        embedding_size: E.
+        hidden_size: H of every recurrent layer.
+        num_layers: stacked recurrent layers.
+        cell: ``lstm``, ``gru``, ``rnn`` (Elman) or ``irnn``.
+        dropout: on the embeddings, between recurrent layers and before the decoder.
+        tie_weights: share the embedding matrix with the decoder (needs E equal to the
+            recurrent output size, H or ``proj_size``).
+        layer_options: keyword arguments of the rnnkit layer (``peephole``, ``coupled``,
+            ``layer_norm``, ``proj_size``, ``forget_bias``, ``reset_after``, ``nonlinearity``,
+            ``init``, ``backend``, ``variational_dropout``, ``weight_drop``, ``zoneout``, …).
+    """
+
+    name = "lm"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int = 64,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        cell: str = "lstm",
+        dropout: float = 0.0,
+        tie_weights: bool = False,
+        layer_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embedding_size", embedding_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.cell = cell
+        self.dropout = dropout
+        self.tie_weights = bool(tie_weights)
+        self.layer_options = dict(layer_options or {})
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.rnn = make_layer(
+            cell,
+            embedding_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            **self.layer_options,
+        )
+        out_size = self.layer_options.get("proj_size") or hidden_size
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.decoder = nn.Linear(out_size, vocab_size)
+        if self.tie_weights:
+            if out_size != embedding_size:
+                raise ValueError(
+                    f"tie_weights needs embedding_size == the recurrent output size, got "
+                    f"embedding_size={embedding_size} and output size {out_size}; set "
+                    f"--embedding-size {out_size} or drop --tie-weights"
+                )
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
+        """``inputs`` (B, T) int64 -> logits (B, T, V) and the new recurrent state."""
+        output, state = self.rnn(self.drop(self.embedding(inputs)), state)
+        return self.decoder(self.drop(output)), state
+
+    def step(self, batch, state=None) -> StepOutput:
+        inputs, targets = batch
+        logits, state = self(inputs, state)
+        known = targets != CharVocab.unknown_id
+        count = int(known.sum())
+        loss = F.cross_entropy(
+            logits.reshape(-1, self.vocab_size),
+            targets.reshape(-1),
+            ignore_index=CharVocab.unknown_id,
+            reduction="sum",
+        ) / max(count, 1)
+        unknown = targets.numel() - count
+        return StepOutput(
+            loss=loss,
+            count=count,
+            state=state,
+            tokens=targets.numel(),
+            stats={"unknown": float(unknown)},
+        )
+
+    def summarize(self, loss_sum: float, count: int, stats: dict[str, float]) -> dict[str, float]:
+        loss = loss_sum / count if count else math.nan
+        return {
+            "loss": loss,
+            "bpc": loss / math.log(2),
+            "perplexity": math.exp(loss) if loss < 700 else math.inf,
+            "characters": count,
+            "unknown": int(stats.get("unknown", 0)),
+        }
+
+    def config(self) -> dict:
+        return {
+            "vocab_size": self.vocab_size,
+            "embedding_size": self.embedding_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "cell": self.cell,
+            "dropout": self.dropout,
+            "tie_weights": self.tie_weights,
+            "layer_options": self.layer_options,
+        }
+
+    def state_dict(self, *args, **kwargs):
+        # Tied weights appear once in the file, under the embedding's name.
+        sd = super().state_dict(*args, **kwargs)
+        if self.tie_weights:
+            sd.pop(kwargs.get("prefix", "") + "decoder.weight", None)
+        return sd
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.tie_weights and "decoder.weight" not in state_dict:
+            state_dict = {**state_dict, "decoder.weight": state_dict.get("embedding.weight")}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+# -- sampling ---------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(
+    model: LanguageModel,
+    vocab: CharVocab,
+    prime: str = "",
+    length: int = 300,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """Yield ``length`` sampled characters, one at a time, continuing ``prime``.
+
+    The prime is read through the model first (its characters are not yielded). Each next
+    character is drawn from ``softmax(z / temperature)`` restricted to the ``top_k`` most
+    likely characters; ``<unk>`` is never drawn. An empty prime starts from a newline (or the
+    first character of the vocabulary if the text had none).
+
+    Raises:
+        ValueError: temperature <= 0, length < 0, top_k < 1.
+        InvalidInputError: the prime has characters the model never saw (they are named).
+    """
+    if (
+        not (isinstance(temperature, int | float) and math.isfinite(temperature))
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    vocab.check_known(prime, "the prime text")
+    if not prime:
+        prime = "\n" if "\n" in vocab else vocab.tokens[1]
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    model.eval()
+    logits, state = model(vocab.encode(prime).unsqueeze(0))
+    for _ in range(length):
+        z = logits[0, -1].double() / temperature
+        z[CharVocab.unknown_id] = -math.inf
+        if top_k is not None and top_k < z.numel():
+            kth = torch.topk(z, top_k).values[-1]
+            z = z.masked_fill(z < kth, -math.inf)
+        next_id = int(torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator))
+        yield vocab.tokens[next_id]
+        logits, state = model(torch.tensor([[next_id]]), state)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def evaluate_text(
+    model: LanguageModel,
+    vocab: CharVocab,
+    text: str,
+    *,
+    batch_size: int = 32,
+    bptt: int = 100,
+    what: str = "text",
+) -> dict:
+    """Loss, bpc, perplexity of ``model`` on ``text``, read as ``batch_size`` streams.
+
+    Characters outside the vocabulary are fed as ``<unk>``, not scored, and counted in
+    ``unknown``; ``unknown_chars`` lists up to 20 of them.
+    """
+    ids = vocab.encode(text)
+    if ids.numel() < 2:
+        raise InvalidInputError(f"the {what} has {ids.numel()} character(s); need at least 2")
+    streams = max(1, min(batch_size, (ids.numel() - 1) // bptt))
+    batches = StreamBatches(ids, streams, bptt, drop_last=False, what=what)
+    metrics = model.evaluate(batches.epoch(0))
+    metrics["unknown_chars"] = vocab.unknown_chars(text)[:20]
+    return metrics
+
+
+# -- training from a text ---------------------------------------------------------------------
+@dataclass
+class TextData:
+    """How the text is read: source file (None: default corpus), split and batching."""
+
+    text: str | None = None
+    val_fraction: float = 0.1
+    batch_size: int = 32
+    bptt: int = 100
+    shift_windows: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "bptt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+
+@dataclass
+class LMData:
+    """Everything read from the text: vocabulary, batches and the record for config.json."""
+
+    vocab: CharVocab
+    train: StreamBatches
+    val: StreamBatches
+    record: dict = field(default_factory=dict)
+
+
+def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> LMData:
+    """Read and split the text, build (or reuse) the vocabulary, batch both parts."""
+    text, source = load_corpus(data.text)
+    if len(text) < data.bptt + 1:
+        raise InvalidInputError(
+            f"the text has {len(text)} characters, shorter than one window of --bptt "
+            f"{data.bptt} + 1; use a longer text or a smaller --bptt"
+        )
+    split = TextSplit.of(text, data.val_fraction)
+    if vocab is None:
+        vocab = CharVocab.from_text(split.train)
+    train = StreamBatches(
+        vocab.encode(split.train),
+        data.batch_size,
+        data.bptt,
+        offset_seed=seed if data.shift_windows else None,
+        what="training part of the text",
+    )
+    val_ids = vocab.encode(split.val)
+    if val_ids.numel() < 2:
+        raise InvalidInputError(
+            f"the validation part has {val_ids.numel()} character(s); use a longer text or a "
+            "larger --val-fraction"
+        )
+    streams = max(1, min(data.batch_size, (val_ids.numel() - 1) // data.bptt))
+    val = StreamBatches(
+        val_ids, streams, data.bptt, drop_last=False, what="validation part of the text"
+    )
+    record = {
+        **dataclasses.asdict(data),
+        "source": source,
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "characters": len(text),
+        "train_characters": len(split.train),
+        "val_characters": len(split.val),
+        "vocab_size": len(vocab),
+    }
+    return LMData(vocab=vocab, train=train, val=val, record=record)
+
+
+def train_language_model(
+    out: str | os.PathLike,
+    *,
+    data: TextData | None = None,
+    model: dict | None = None,
+    train: TrainConfig | None = None,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[TrainResult, RunDir]:
+    """Train a character language model into the run directory ``out``.
+
+    Args:
+        out: the run directory (must not hold a run unless ``force``).
+        data: text source and batching (default: the embedded Shakespeare tragedies).
+        model: :class:`LanguageModel` arguments except ``vocab_size``.
+        train: :class:`TrainConfig` (default: 180 s time budget).
+        force: replace an existing run at ``out``.
+
+    Every input is validated before anything in ``out`` is touched.
+    """
+    data = data or TextData()
+    train = train or TrainConfig(time_budget=180.0)
+    run = RunDir.prepare(out, force=force)
+    lm_data = prepare_data(data, train.seed)
+    seed_everything(train.seed)
+    try:
+        task = LanguageModel(vocab_size=len(lm_data.vocab), **(model or {}))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"bad model options: {exc}") from None
+    run.create()
+    lm_data.vocab.save(run / "vocab.json")
+    run.write_config(
+        {
+            "task": LanguageModel.name,
+            "model": task.config(),
+            "data": lm_data.record,
+            "train": train.to_dict(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    trainer = Trainer(task, train, lm_data.train, lm_data.val, run=run, callbacks=callbacks)
+    log.info(
+        "training %s on %s: %d parameters",
+        task.cell,
+        lm_data.record["source"],
+        sum(p.numel() for p in task.parameters()),
+    )
+    return trainer.fit(), run
+
+
+def resume_language_model(
+    run_path: str | os.PathLike,
+    *,
+    limits: dict | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[TrainResult, RunDir]:
+    """Continue a run from its ``trainer_state/``; ``limits`` may change steps/epochs/time_budget.
+
+    The text is read again from the recorded source and must be unchanged (same SHA-256).
+    """
+    run = RunDir(run_path)
+    if not run.path.is_dir() or not run.is_run():
+        raise InvalidInputError(
+            f"--resume {run.path} is not a run directory (no config.json); "
+            "pass the --out directory of an earlier run"
+        )
+    config = run.read_config()
+    if config.get("task") != LanguageModel.name:
+        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a language model")
+    try:
+        train = TrainConfig.from_dict(config["train"])
+        if limits:
+            train = train.replace(**limits)
+        data_record = config["data"]
+        data = TextData(**{f.name: data_record[f.name] for f in dataclasses.fields(TextData)})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{run.config_path} is not a valid language-model config ({exc})"
+        ) from None
+    source = data_record["source"]
+    data.text = None if source == DEFAULT_CORPUS else source
+    vocab = CharVocab.load(run / "vocab.json")
+    lm_data = prepare_data(data, train.seed, vocab=vocab)
+    if lm_data.record["sha256"] != data_record["sha256"]:
+        raise InvalidInputError(
+            f"the text {source} changed since the run started (SHA-256 differs); "
+            "resume needs the same text"
+        )
+    task = LanguageModel.from_config(config["model"])
+    if limits:
+        atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
+    trainer = Trainer(task, train, lm_data.train, lm_data.val, run=run, callbacks=callbacks)
+    return trainer.fit(resume=True), run
+
+
+def load_language_model(run_path: str | os.PathLike) -> tuple[LanguageModel, CharVocab, dict]:
+    """``(model, vocab, config)`` of a trained run, weights loaded, in eval mode."""
+    run = RunDir(run_path)
+    run.check()
+    config = run.read_config()
+    if config.get("task") != LanguageModel.name:
+        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a language model")
+    vocab = CharVocab.load(run / "vocab.json")
+    model = load_task(run)
+    if model.vocab_size != len(vocab):
+        raise InvalidInputError(
+            f"{run.path}: vocab.json has {len(vocab)} entries, the model {model.vocab_size}"
+        )
+    return model, vocab, config
