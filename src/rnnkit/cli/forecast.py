@@ -1,0 +1,70 @@
+"""``rnnkit forecast RUN_DIR --csv recent.csv``: forecasts of a trained run, written as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rnnkit.errors import InvalidInputError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "forecast",
+        help="forecast T+1..T+H from recent rows with a trained forecasting run",
+        description=(
+            "Read recent rows (same columns as in training, at least --window rows; one more "
+            "for diff/logret runs), forecast T+1..T+H from the last row in the target's "
+            "original units, and write a CSV: origin, h, forecast (and actual with --all)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  rnnkit forecast runs/co2 --csv recent.csv\n"
+            "  rnnkit forecast runs/co2 --csv recent.csv --all --out forecasts.csv "
+            "--plot forecasts.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a forecasting run directory")
+    parser.add_argument("--csv", metavar="FILE", required=True, help="recent rows as CSV")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="forecast from every row with a full window, with the actual values where known",
+    )
+    parser.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
+    parser.add_argument("--plot", metavar="PNG", help="also draw forecasts against actuals")
+    parser.add_argument("--force", action="store_true", help="replace existing --out/--plot")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rnnkit.io import atomic_write_text
+    from rnnkit.tasks.forecaster import forecast_table, load_forecast_run, plot_forecasts
+
+    for flag, value in (("--out", args.out), ("--plot", args.plot)):
+        if value is None:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise InvalidInputError(f"{flag} {path} is a directory; give a file name")
+        if path.exists() and not args.force:
+            raise InvalidInputError(f"{flag} {path} exists; pass --force to replace it")
+    if args.plot and not args.all:
+        raise InvalidInputError("--plot draws forecasts against actuals; add --all")
+    table = forecast_table(args.run_dir, args.csv, every_origin=args.all)
+    text = table.to_csv(index=False, float_format="%.6g")
+    if args.plot:
+        fr = load_forecast_run(args.run_dir, args.csv)
+        if len(fr.data.origins("all")) == 0:
+            raise InvalidInputError(
+                f"{args.csv} has no row with a full window and known T+1..T+H to plot"
+            )
+        plot_forecasts(args.plot, fr.model, fr.data, "all", season=fr.season, ar=fr.ar)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"{len(table)} forecasts written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
