@@ -167,7 +167,8 @@ def read_series_csv(
 ) -> SeriesTable:
     """Read a target (and feature) columns from a CSV file, checking every value.
 
-    Blank cells (and ``NA``, ``NaN``, ``null``) are missing values, kept as NaN. Compressed files
+    Blank cells (and ``NA``, ``NaN``, ``null``) are missing values, kept as NaN; a blank line is a
+    row whose values are all missing (a gap in a one-column file). Compressed files
     (``.gz``, ``.bz2``, ``.zip``, ``.xz``) are read directly.
 
     Raises:
@@ -201,10 +202,8 @@ def read_series_csv(
         )
     if len(frame) == 0:
         raise InvalidInputError(f"{path} has a header but no rows")
+    # Blank lines are kept as rows (all values missing), so row i is file line i + 2.
     lines = np.arange(len(frame)) + 2
-    empty = (frame.apply(lambda col: col.str.strip()) == "").all(axis=1).to_numpy()
-    if empty.any():
-        raise InvalidInputError(f"{path} line {lines[empty][0]} is empty; remove blank lines")
 
     columns = [target, *features]
     values = np.empty((len(frame), len(columns)), dtype=np.float64)
