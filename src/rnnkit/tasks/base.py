@@ -53,6 +53,7 @@ from rnnkit.errors import InvalidInputError
 # Task name (config.json "task") -> "module:Class"; imported only when a run of it is loaded.
 TASKS: dict[str, str] = {
     "lm": "rnnkit.tasks.lm:LanguageModel",
+    "classify": "rnnkit.tasks.classifier:Classifier",
 }
 
 
