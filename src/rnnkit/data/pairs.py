@@ -1,0 +1,333 @@
+"""Source/target pairs for seq2seq: TSV reading, character vocabularies, padded batches.
+
+A pairs file is UTF-8 text, one pair per line, the source and the target separated by exactly
+one tab::
+
+    7 de março de 2023<TAB>2023-03-07
+
+Blank lines are skipped; any other line without exactly one tab, or with an empty source or
+target, is an error naming the line. Sequences are characters. Each side has its own
+:class:`TokenVocab` whose first four ids are the specials ``<pad>``, ``<unk>``, ``<S>`` (start of
+output, fed to the decoder first) and ``<E>`` (end of output, the decoder's last target).
+
+Example::
+
+    >>> pairs = parse_pairs(["3 mars 2020\\t2020-03-03", "May 4, 1999\\t1999-05-04"])
+    >>> vocab = PairVocab.build(pairs)
+    >>> batch = collate(pairs, vocab)
+    >>> batch.source.shape, batch.target_in.shape   # (B, S), (B, T+1)
+    (torch.Size([2, 11]), torch.Size([2, 11]))
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rnnkit.errors import InvalidInputError
+from rnnkit.io import atomic_write_json, read_json
+
+PAD, UNK, START, END = "<pad>", "<unk>", "<S>", "<E>"
+SPECIALS = (PAD, UNK, START, END)
+
+Pair = tuple[str, str]
+
+
+# -- reading ---------------------------------------------------------------------------------
+def parse_pairs(lines: Iterable[str], source: str = "<lines>") -> list[Pair]:
+    """Pairs from TSV lines (line ends stripped); errors name ``source`` and the line number.
+
+    Raises:
+        InvalidInputError: a line without exactly one tab, an empty source or target, no pairs.
+    """
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        tabs = line.count("\t")
+        if tabs != 1:
+            raise InvalidInputError(
+                f"{source} line {number}: expected exactly one tab between source and target, "
+                f"found {tabs}; write each pair as SOURCE<TAB>TARGET"
+            )
+        src, tgt = line.split("\t")
+        for side, text in (("source", src), ("target", tgt)):
+            if not text.strip():
+                raise InvalidInputError(
+                    f"{source} line {number}: empty {side}; every pair needs a non-empty "
+                    "source and target"
+                )
+        pairs.append((src, tgt))
+    if not pairs:
+        raise InvalidInputError(f"{source} has no pairs; write one SOURCE<TAB>TARGET per line")
+    return pairs
+
+
+def read_pairs(path: str | os.PathLike) -> list[Pair]:
+    """All pairs of a UTF-8 TSV file (see the module docstring for the format)."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"pairs file {path} does not exist")
+    if not path.is_file():
+        raise InvalidInputError(f"pairs file {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InvalidInputError(
+            f"{path} line {line}: not UTF-8 text; save the file as UTF-8"
+        ) from None
+    return parse_pairs(text.split("\n"), source=str(path))
+
+
+def split_pairs(
+    pairs: Sequence[Pair], valid_size: int, test_size: int, seed: int = 0
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """Shuffle with ``seed`` and cut into (train, valid, test) with the given sizes.
+
+    Raises:
+        InvalidInputError: fewer than ``valid_size + test_size + 1`` pairs.
+    """
+    if valid_size < 0 or test_size < 0:
+        raise ValueError(f"split sizes must be >= 0, got {valid_size} and {test_size}")
+    if len(pairs) <= valid_size + test_size:
+        raise InvalidInputError(
+            f"{len(pairs)} pairs leave none for training after {valid_size} validation and "
+            f"{test_size} test pairs; give more pairs or smaller --valid-size/--test-size"
+        )
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    shuffled = [pairs[i] for i in order]
+    test = shuffled[:test_size]
+    valid = shuffled[test_size : test_size + valid_size]
+    train = shuffled[test_size + valid_size :]
+    return train, valid, test
+
+
+# -- vocabularies ----------------------------------------------------------------------------
+class TokenVocab:
+    """Characters <-> ids; ids 0-3 are ``<pad>``, ``<unk>``, ``<S>``, ``<E>``, then characters.
+
+    >>> v = TokenVocab.build(["ba", "c"])
+    >>> v.tokens[4:], v.encode("abz"), v.decode([4, 5, 3, 6])
+    (['a', 'b', 'c'], [4, 5, 1], 'ab')
+    """
+
+    pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        tokens = list(tokens)
+        if tuple(tokens[:4]) != SPECIALS:
+            raise ValueError(f"a vocabulary starts with {', '.join(SPECIALS)}; got {tokens[:4]}")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("vocabulary tokens must be unique")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens) if i >= len(SPECIALS)}
+
+    @classmethod
+    def build(cls, texts: Iterable[str]) -> TokenVocab:
+        """Every character of ``texts``, sorted by code point."""
+        return cls([*SPECIALS, *sorted({c for text in texts for c in text})])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TokenVocab) and self.tokens == other.tokens
+
+    def __repr__(self) -> str:
+        return f"TokenVocab({len(self)} tokens)"
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the characters of ``text``; unseen characters become ``unk_id``."""
+        return [self.index.get(c, self.unk_id) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids`` up to the first ``<E>``: no specials but ``<unk>`` (U+FFFD)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.end_id:
+                break
+            if i == self.unk_id:
+                out.append("\ufffd")
+            elif i >= len(SPECIALS):
+                out.append(self.tokens[i])
+        return "".join(out)
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """Distinct characters of ``text`` not in the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self.index))
+
+
+class PairVocab:
+    """The source and target vocabularies of a seq2seq model, saved together as ``vocab.json``."""
+
+    def __init__(self, source: TokenVocab, target: TokenVocab) -> None:
+        self.source = source
+        self.target = target
+
+    @classmethod
+    def build(cls, pairs: Sequence[Pair]) -> PairVocab:
+        return cls(TokenVocab.build(s for s, _ in pairs), TokenVocab.build(t for _, t in pairs))
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, PairVocab)
+            and self.source == other.source
+            and self.target == other.target
+        )
+
+    def check_source(self, text: str, what: str = "--text") -> None:
+        """Raise :class:`InvalidInputError` if ``text`` is empty or has characters never seen."""
+        if not text.strip():
+            raise InvalidInputError(f"{what} is empty; give the text to translate")
+        unseen = self.source.unknown_chars(text)
+        if unseen:
+            shown = ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+            raise InvalidInputError(
+                f"{what} contains {len(unseen)} character(s) the model never saw in training: "
+                f"{shown}; use only characters of the run's vocab.json"
+            )
+
+    def to_json(self) -> dict:
+        return {"type": "seq2seq-char", "source": self.source.tokens, "target": self.target.tokens}
+
+    @classmethod
+    def from_json(cls, data, where: str = "vocab.json") -> PairVocab:
+        if not isinstance(data, dict) or data.get("type") != "seq2seq-char":
+            raise InvalidInputError(f"{where} is not a seq2seq vocabulary written by rnnkit")
+        try:
+            return cls(TokenVocab(data["source"]), TokenVocab(data["target"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{where} is malformed ({exc}); train again") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PairVocab:
+        return cls.from_json(read_json(path), str(path))
+
+
+# -- batches ---------------------------------------------------------------------------------
+@dataclass
+class PairBatch:
+    """A padded batch, batch-first; S source length, T+1 target length with ``<S>``/``<E>``.
+
+    - ``source`` (B, S) ids, ``<pad>`` past ``source_lengths`` (B,);
+    - ``target_in`` (B, T+1): ``<S> y_1 … y_T`` (decoder inputs under teacher forcing);
+    - ``target_out`` (B, T+1): ``y_1 … y_T <E>`` (what the decoder must predict), ``<pad>``
+      past ``target_lengths`` (B,), which count the ``<E>``;
+    - ``pairs``: the original strings.
+    """
+
+    source: Tensor
+    source_lengths: Tensor
+    target_in: Tensor
+    target_out: Tensor
+    target_lengths: Tensor
+    pairs: list[Pair]
+
+    def __len__(self) -> int:
+        return self.source.shape[0]
+
+    def to(self, device) -> PairBatch:
+        return PairBatch(
+            self.source.to(device),
+            self.source_lengths,
+            self.target_in.to(device),
+            self.target_out.to(device),
+            self.target_lengths,
+            self.pairs,
+        )
+
+
+def _pad(rows: list[list[int]], value: int) -> Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+    return out
+
+
+def collate(pairs: Sequence[Pair], vocab: PairVocab) -> PairBatch:
+    """Encode and pad ``pairs`` into a :class:`PairBatch`."""
+    if not pairs:
+        raise ValueError("cannot collate an empty list of pairs")
+    src = [vocab.source.encode(s) for s, _ in pairs]
+    tgt = [vocab.target.encode(t) for _, t in pairs]
+    start, end, pad = vocab.target.start_id, vocab.target.end_id, vocab.target.pad_id
+    return PairBatch(
+        source=_pad(src, vocab.source.pad_id),
+        source_lengths=torch.tensor([len(s) for s in src], dtype=torch.int64),
+        target_in=_pad([[start, *t] for t in tgt], pad),
+        target_out=_pad([[*t, end] for t in tgt], pad),
+        target_lengths=torch.tensor([len(t) + 1 for t in tgt], dtype=torch.int64),
+        pairs=list(pairs),
+    )
+
+
+def batches(
+    pairs: Sequence[Pair],
+    vocab: PairVocab,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Iterator[PairBatch]:
+    """Padded batches of ``pairs``; ``shuffle`` with ``seed`` gives a reproducible order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = list(range(len(pairs)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    for i in range(0, len(order), batch_size):
+        yield collate([pairs[j] for j in order[i : i + batch_size]], vocab)
+
+
+class PairBatches:
+    """A batch source for :class:`rnnkit.train.Trainer`: shuffled batches per epoch, resumable.
+
+    Epoch ``e`` shuffles with a generator seeded from ``(seed, e)``, so a resumed run sees the
+    same order; ``epoch(e, start)`` starts at batch ``start``. Batches of similar source length
+    are not grouped: with short sequences the padding costs little and plain shuffling keeps
+    the gradient unbiased.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        vocab: PairVocab,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.pairs = list(pairs)
+        self.vocab = vocab
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[PairBatch]:
+        order = list(range(len(self.pairs)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        for i in range(start * self.batch_size, len(order), self.batch_size):
+            yield collate([self.pairs[j] for j in order[i : i + self.batch_size]], self.vocab)
+
+    def __iter__(self) -> Iterator[PairBatch]:
+        return self.epoch(0)
