@@ -67,6 +67,7 @@ def register(subparsers) -> None:
     parser.add_argument("--data", metavar="FILE", help="other tasks: evaluate on this file")
     parser.add_argument("--batch-size", type=int, help="default: the run's")
     parser.add_argument("--bptt", type=int, help="language model window (default: the run's)")
+    parser.add_argument("--beam", type=int, help="seq2seq: beam width (default 1: greedy)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout and nothing else"
     )

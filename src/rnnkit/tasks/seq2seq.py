@@ -43,18 +43,36 @@ Example::
 
 from __future__ import annotations
 
+import datetime
+import logging
 import math
+import os
+import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.pairs import PairBatch, PairVocab, TokenVocab, collate
+from rnnkit.data.pairs import (
+    PairBatch,
+    PairBatches,
+    PairVocab,
+    TokenVocab,
+    collate,
+    read_pairs,
+)
+from rnnkit.errors import InvalidInputError
+from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
 from rnnkit.layers import make_layer
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
 from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+
+log = logging.getLogger(__name__)
 
 ENCODER_CELLS = ("lstm", "gru", "rnn", "irnn")
 DECODER_CELLS = ("lstm", "gru")
@@ -669,3 +687,242 @@ def sequence_metrics(predictions: Sequence[str], targets: Sequence[str]) -> dict
     0.5
     """
     return metrics_from_stats(sequence_stats(predictions, targets))
+
+
+# -- runs on disk ----------------------------------------------------------------------------------
+VOCAB_FILE = "vocab.json"
+SPLIT_FILE = "split.json"
+TEST_METRICS_FILE = "test_metrics.json"
+ATTENTION_PLOT = "attention.png"
+DEFAULT_EPOCHS = 6
+
+
+@dataclass
+class PairData:
+    """Where pairs come from and how they are split and batched.
+
+    ``pairs``: the TSV file. Without a ``test`` file, a seeded random ``test_fraction`` of the
+    pairs is held out for testing; ``val_fraction`` is always held out for validation (indices
+    saved in the run's ``split.json``). ``max_length`` (longest output when decoding) defaults
+    to the longest training target plus 10 characters.
+    """
+
+    pairs: str
+    test: str | None = None
+    val_fraction: float = 0.05
+    test_fraction: float = 0.1
+    batch_size: int = 64
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.max_length is not None and self.max_length < 1:
+            raise InvalidInputError(f"max_length must be >= 1, got {self.max_length}")
+
+
+@dataclass
+class PreparedPairs:
+    train: list
+    val: list
+    test: list
+    vocab: PairVocab
+    split: dict
+    record: dict
+
+
+def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
+    """Read, split and build vocabularies (training pairs only); validate everything first."""
+    pairs = read_pairs(data.pairs)
+    n = len(pairs)
+    test_pairs = read_pairs(data.test) if data.test else None
+    n_test = 0 if test_pairs is not None else int(round(n * data.test_fraction))
+    n_val = int(round(n * data.val_fraction))
+    if n - n_test - n_val < 1:
+        raise InvalidInputError(
+            f"{data.pairs} has {n} pairs: none left for training after {n_val} validation and "
+            f"{n_test} test pairs; give more pairs or smaller fractions"
+        )
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    split = {
+        "test": sorted(order[:n_test]),
+        "val": sorted(order[n_test : n_test + n_val]),
+        "train": sorted(order[n_test + n_val :]),
+    }
+    train = [pairs[i] for i in split["train"]]
+    val = [pairs[i] for i in split["val"]]
+    test = test_pairs if test_pairs is not None else [pairs[i] for i in split["test"]]
+    vocab = PairVocab.build(train)
+    max_length = data.max_length or max(len(t) for _, t in train) + 10
+    record = {
+        **asdict(data),
+        "max_length": max_length,
+        "sha256": file_sha256(data.pairs),
+        "pairs_count": n,
+        "train_pairs": len(train),
+        "val_pairs": len(val),
+        "test_pairs": len(test),
+    }
+    if data.test:
+        record["test_sha256"] = file_sha256(data.test)
+    return PreparedPairs(train, val, test, vocab, split, record)
+
+
+def train_seq2seq(
+    out: str | os.PathLike,
+    *,
+    data: PairData,
+    model: dict | None = None,
+    train: TrainConfig | None = None,
+    beam: int = 1,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[TrainResult, RunDir, dict | None]:
+    """Train a :class:`Seq2Seq` into the run directory ``out`` and test it on held-out pairs.
+
+    Writes ``config.json``, ``vocab.json``, ``split.json``, ``model.safetensors``,
+    ``metrics.jsonl``, ``trainer_state/``, then ``test_metrics.json`` (greedy, and beam search
+    when ``beam`` > 1) and ``attention.png`` (attention weights of the first test pair). Every
+    input is validated before anything in ``out`` is touched.
+
+    Returns ``(result, run, test_metrics)``.
+    """
+    train = train or TrainConfig(epochs=DEFAULT_EPOCHS)
+    run = RunDir.prepare(out, force=force)
+    corpus = prepare_pairs(data, train.seed)
+    options = {"max_length": corpus.record["max_length"], **(model or {})}
+    seed_everything(train.seed)
+    try:
+        task = Seq2Seq.for_vocab(corpus.vocab, **options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"bad model options: {exc}") from None
+    train_batches = PairBatches(corpus.train, corpus.vocab, data.batch_size, seed=train.seed)
+    val_batches = PairBatches(corpus.val, corpus.vocab, 256, shuffle=False) if corpus.val else None
+    run.create()
+    corpus.vocab.save(run / VOCAB_FILE)
+    atomic_write_json(run / SPLIT_FILE, corpus.split)
+    run.write_config(
+        {
+            "task": Seq2Seq.name,
+            "model": task.config(),
+            "data": corpus.record,
+            "train": train.to_dict(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    log.info(
+        "training seq2seq on %s: %d pairs, %d parameters",
+        data.pairs,
+        len(corpus.train),
+        sum(p.numel() for p in task.parameters()),
+    )
+    result = Trainer(task, train, train_batches, val_batches, run=run, callbacks=callbacks).fit()
+    test_metrics = None
+    if corpus.test and result.stop_reason != "interrupted":
+        what = f"test file {data.test}" if data.test else f"test part of {data.pairs}"
+        test_metrics = {"data": what, **report_on_pairs(task, corpus.vocab, corpus.test, beam=beam)}
+        atomic_write_json(run / TEST_METRICS_FILE, test_metrics)
+        first = corpus.test[0][0]
+        if task.attention is not None and not set(corpus.vocab.source.unknown_chars(first)):
+            result_one = translate(task, corpus.vocab, [first])[0]
+            plot_attention(
+                result_one["attention"], first, result_one["output"], run / ATTENTION_PLOT
+            )
+    return result, run, test_metrics
+
+
+def report_on_pairs(model: Seq2Seq, vocab: PairVocab, pairs, *, beam: int = 1) -> dict:
+    """Greedy metrics on ``pairs`` and, for ``beam`` > 1, beam-search metrics under ``beam``."""
+    greedy = evaluate_pairs(model, vocab, pairs, beam=1)
+    greedy.pop("predictions")
+    report = {k: greedy[k] for k in ("pairs", "loss", "exact_match", "char_accuracy", "bleu")}
+    if beam > 1:
+        searched = evaluate_pairs(model, vocab, pairs, beam=beam)
+        report["beam"] = {k: searched[k] for k in ("beam", "exact_match", "char_accuracy", "bleu")}
+    return report
+
+
+def load_seq2seq(run_path: str | os.PathLike) -> tuple[Seq2Seq, PairVocab, dict]:
+    """A trained seq2seq model (eval mode), its vocabularies and its ``config.json``."""
+    run = RunDir(run_path).check()
+    config = run.read_config()
+    if config["task"] != Seq2Seq.name:
+        raise InvalidInputError(f"{run.path} is a {config['task']!r} run, not a seq2seq run")
+    vocab = PairVocab.load(run / VOCAB_FILE)
+    try:
+        model = Seq2Seq.from_config(config["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
+    try:
+        model.load_state_dict(run.load_weights())
+    except RuntimeError as exc:
+        raise InvalidInputError(
+            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
+        ) from None
+    model.eval()
+    return model, vocab, config
+
+
+def run_test_pairs(run_path: str | os.PathLike, config: dict) -> tuple[list, str]:
+    """The held-out test pairs of a run (its test file or the test part of its split)."""
+    record = config.get("data", {})
+    if record.get("test"):
+        path = Path(record["test"])
+        pairs = read_pairs(path)
+        if record.get("test_sha256") and file_sha256(path) != record["test_sha256"]:
+            raise InvalidInputError(f"the test file {path} changed since training; pass --data")
+        return pairs, f"test file {path}"
+    if "pairs" not in record:
+        raise InvalidInputError(f"{run_path}/config.json records no pairs file; pass --data FILE")
+    path = Path(record["pairs"])
+    pairs = read_pairs(path)
+    if record.get("sha256") and file_sha256(path) != record["sha256"]:
+        raise InvalidInputError(
+            f"the pairs file {path} changed since training; pass --data FILE to evaluate"
+        )
+    split = read_json(Path(run_path) / SPLIT_FILE)
+    try:
+        return [pairs[i] for i in split["test"]], f"test part of {path}"
+    except (IndexError, KeyError, TypeError) as exc:
+        raise InvalidInputError(f"{run_path}/{SPLIT_FILE} is malformed ({exc!r})") from None
+
+
+def plot_attention(attention, source: str, output: str, path, title: str = "") -> None:
+    """Write attention weights (rows: output characters and ``<E>``, columns: source characters)
+    as a PNG heat map (matplotlib Agg), atomically."""
+    import io
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnnkit.io import atomic_write_bytes
+
+    weights = torch.as_tensor(attention, dtype=torch.float64).numpy()
+    rows = [*output, "<E>"][: weights.shape[0]]
+    columns = list(source)[: weights.shape[1]]
+    fig, ax = plt.subplots(
+        figsize=(max(4.0, 0.32 * len(columns) + 1.8), max(3.0, 0.32 * len(rows) + 1.4))
+    )
+    try:
+        image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(columns)), [c if c.strip() else "␣" for c in columns])
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+        ax.set_title(title or f"{source} → {output}", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.04)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():  # characters missing from the font show as boxes
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(os.fspath(path), buffer.getvalue())
