@@ -54,6 +54,7 @@ from rnnkit.errors import InvalidInputError
 TASKS: dict[str, str] = {
     "lm": "rnnkit.tasks.lm:LanguageModel",
     "classify": "rnnkit.tasks.classifier:Classifier",
+    "forecast": "rnnkit.tasks.forecaster:Forecaster",
 }
 
 
