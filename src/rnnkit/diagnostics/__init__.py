@@ -10,6 +10,7 @@ weights (:mod:`.unroll`), gradients come from ``torch.autograd`` on the kept sta
 - :class:`GradientFlowCallback`: the same during training, into ``metrics.jsonl``.
 """
 
+from rnnkit.diagnostics.callback import GradientFlowCallback
 from rnnkit.diagnostics.gates import gate_statistics, gate_values
 from rnnkit.diagnostics.gradient_flow import (
     fit_eta,
@@ -30,6 +31,7 @@ from rnnkit.diagnostics.unroll import LayerTrace, unroll
 
 __all__ = [
     "Diagnosis",
+    "GradientFlowCallback",
     "LayerDiagnosis",
     "LayerTrace",
     "diagnose",

@@ -92,6 +92,17 @@ def step_mixed(cell, weights, x_t: Tensor, state, zoneout: tuple[float, ...]):
     return new
 
 
+def carried(state):
+    """The state as the next step receives it: fields other than ``h`` become aliases.
+
+    ``h_t`` of an LSTM is computed *from* ``c_t``, so the gradient w.r.t. the tensor ``c_t``
+    would also count the path through ``h_t``. The alias is what the next step reads, so
+    ``∂L/∂alias`` is the gradient of the state field alone — as if ``(h_t, c_t)`` were passed
+    to the layer as ``hx``.
+    """
+    return type(state)(state[0], *(field.view_as(field) for field in state[1:]))
+
+
 def unroll(layer, x: Tensor, hx=None, *, dtype: torch.dtype | None = torch.float64):
     """Re-run ``layer`` on ``x`` step by step; one :class:`LayerTrace` per stacked layer.
 
@@ -124,7 +135,7 @@ def unroll(layer, x: Tensor, hx=None, *, dtype: torch.dtype | None = torch.float
         state = cell.state_type(*(s[index].clone().requires_grad_(True) for s in initial))
         states = [state]
         for x_t in layer_input.unbind(0):
-            state = step_mixed(cell, weights, x_t, state, layer.zoneout)
+            state = carried(step_mixed(cell, weights, x_t, state, layer.zoneout))
             states.append(state)
         trace = LayerTrace(cell, weights, layer_input, states, layer.zoneout)
         traces.append(trace)

@@ -1,0 +1,236 @@
+"""``rnnkit diagnose``: gradient flow through time, memory horizon and gate statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rnnkit.cli.main import UsageError
+
+DEFAULT_CELLS = "rnn,irnn,lstm,gru"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="gradient flow, memory horizon and gate saturation of fresh or trained layers",
+        description=(
+            "Measure how far gradients reach back in time. For each recurrent layer: the "
+            "gradient norm |dL/ds_k| of a loss at the last step against the lag T-k, the "
+            "spectral norm of the Jacobian product |ds_T/ds_k|, the per-step factor eta fitted "
+            "to them beside Pascanu's bound sigma_max(W_hh)*gamma, the memory horizon (first "
+            "lag whose relative gradient is below --threshold), gate saturation and dead ReLU "
+            "units. Without RUN_DIR, fresh layers of each --cells on standard normal inputs; "
+            "with RUN_DIR, the trained layers of a run. Prints a table, writes a PNG."
+        ),
+    )
+    parser.add_argument("run_dir", nargs="?", type=Path, help="a training run to diagnose")
+    fresh = parser.add_argument_group("fresh layers (without RUN_DIR)")
+    fresh.add_argument(
+        "--cells",
+        default=None,
+        help=(
+            "comma-separated cells, each optionally with an initialiser: rnn, irnn, lstm, gru, "
+            f"lstm:chrono:200, rnn:scaled_identity:0.5 … (default {DEFAULT_CELLS})"
+        ),
+    )
+    fresh.add_argument("--hidden-size", type=int, default=64, help="units (default 64)")
+    fresh.add_argument("--input-size", type=int, help="input features (default: hidden size)")
+    fresh.add_argument("--num-layers", type=int, default=1, help="stacked layers (default 1)")
+    fresh.add_argument(
+        "--init",
+        help="initialiser for every cell without its own (rnnkit, torch, orthogonal, identity, "
+        "scaled_identity:S, forget_bias:B, chrono:T_MAX); default: each cell's own",
+    )
+    probe = parser.add_argument_group("measurement")
+    probe.add_argument("--length", type=int, default=200, help="sequence length T (200)")
+    probe.add_argument("--batch-size", type=int, default=8, help="sequences averaged (8)")
+    probe.add_argument(
+        "--threshold",
+        type=float,
+        default=1e-3,
+        help="relative gradient that ends the memory horizon (1e-3)",
+    )
+    probe.add_argument(
+        "--jacobian",
+        choices=["auto", "exact", "power", "none"],
+        default="auto",
+        help="Jacobian norms: exact (full Jacobians), power (power iteration with VJPs/JVPs), "
+        "auto (exact up to 256 state units), none",
+    )
+    probe.add_argument("--seed", type=int, default=0, help="seed of inputs and weights (0)")
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--png",
+        type=Path,
+        help="plot path (default gradient_flow.png, or RUN_DIR/gradient_flow.png)",
+    )
+    output.add_argument(
+        "--plot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the PNG (default yes)",
+    )
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON object and nothing else"
+    )
+    parser.set_defaults(func=run)
+
+
+def _check(args) -> None:
+    for name in ("hidden_size", "num_layers", "length", "batch_size"):
+        value = getattr(args, name)
+        if value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.input_size is not None and args.input_size < 1:
+        raise UsageError(f"--input-size must be >= 1, got {args.input_size}")
+    if not args.threshold > 0 or not args.threshold < 1:
+        raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.run_dir is not None and (args.cells or args.init):
+        raise UsageError("--cells and --init describe fresh layers; omit them with RUN_DIR")
+
+
+def _contenders(args) -> list[tuple[str, str | None]]:
+    from rnnkit.init import resolve
+    from rnnkit.layers.recurrent import CELL_LAYERS
+
+    pairs = []
+    for text in (args.cells or DEFAULT_CELLS).split(","):
+        if not text.strip():
+            continue
+        cell, _, init = text.strip().partition(":")
+        if cell not in CELL_LAYERS:
+            raise UsageError(
+                f"--cells: cell must be one of {', '.join(CELL_LAYERS)} (optionally "
+                f"cell:init); got {text!r}"
+            )
+        init = init or args.init
+        if init is not None:
+            try:
+                resolve(init)
+            except ValueError as exc:
+                raise UsageError(f"--init: {exc}") from None
+        pairs.append((cell, init))
+    if not pairs:
+        raise UsageError("--cells is empty; name at least one cell, e.g. --cells lstm")
+    return pairs
+
+
+def diagnose_fresh(args):
+    import torch
+
+    from rnnkit.diagnostics import diagnose
+    from rnnkit.layers import make_layer
+
+    input_size = args.input_size or args.hidden_size
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(args.batch_size, args.length, input_size, generator=g, dtype=torch.float64)
+    results = []
+    for cell, init in _contenders(args):
+        torch.manual_seed(args.seed)
+        options = {"batch_first": True, "num_layers": args.num_layers, "dtype": torch.float64}
+        if init is not None:
+            options["init"] = init
+        try:
+            layer = make_layer(cell, input_size, args.hidden_size, **options)
+        except ValueError as exc:
+            raise UsageError(f"{cell}: {exc}") from None
+        label = cell if init is None else f"{cell}:{init}"
+        results.append(
+            diagnose(
+                layer,
+                x,
+                label=label,
+                threshold=args.threshold,
+                jacobian=None if args.jacobian == "none" else args.jacobian,
+                seed=args.seed,
+            )
+        )
+    return results, []
+
+
+def diagnose_run(args):
+    """Every unidirectional recurrent layer of a trained run (bidirectional ones are listed)."""
+    import torch
+
+    from rnnkit.diagnostics import diagnose
+    from rnnkit.io import RunDir
+    from rnnkit.layers import RecurrentLayer
+    from rnnkit.tasks.base import load_task
+
+    task = load_task(RunDir(args.run_dir))
+    results, skipped = [], []
+    layers = [(n, m) for n, m in task.named_modules() if isinstance(m, RecurrentLayer)]
+    if not layers:
+        raise UsageError(f"{args.run_dir} has no rnnkit recurrent layer to diagnose")
+    g = torch.Generator().manual_seed(args.seed)
+    for name, layer in layers:
+        if layer.bidirectional:
+            skipped.append(f"{name} (bidirectional)")
+            continue
+        x = _inputs_for(task, layer, args, g)
+        results.append(
+            diagnose(
+                layer,
+                x,
+                label=name or "rnn",
+                threshold=args.threshold,
+                jacobian=None if args.jacobian == "none" else args.jacobian,
+                seed=args.seed,
+            )
+        )
+    return results, skipped
+
+
+def _inputs_for(task, layer, args, generator):
+    """Inputs a trained layer sees: the task's own test sequences if it offers them, else the
+    embedding rows of random tokens when an embedding feeds the layer, else N(0, 1)."""
+    import torch
+    from torch import nn
+
+    shape = (args.batch_size, args.length)
+    if hasattr(task, "diagnostic_input") and getattr(task, "rnn", None) is layer:
+        x = task.diagnostic_input(args.batch_size)
+    else:
+        embeddings = [
+            m
+            for m in task.modules()
+            if isinstance(m, nn.Embedding) and m.embedding_dim == layer.input_size
+        ]
+        if embeddings:
+            table = embeddings[0].weight.detach()
+            tokens = torch.randint(0, table.shape[0], shape, generator=generator)
+            x = table[tokens]
+        else:
+            x = torch.randn(*shape, layer.input_size, generator=generator)
+    return x if layer.batch_first else x.transpose(0, 1)
+
+
+def run(args) -> int:
+    from rnnkit.diagnostics import format_table, plot_gradient_flow
+
+    _check(args)
+    if args.run_dir is not None:
+        diagnoses, skipped = diagnose_run(args)
+        default_png = args.run_dir / "gradient_flow.png"
+    else:
+        diagnoses, skipped = diagnose_fresh(args)
+        default_png = Path("gradient_flow.png")
+    png = args.png or default_png
+    if args.plot and diagnoses:
+        plot_gradient_flow(diagnoses, png)
+    if args.json:
+        payload = {
+            "diagnoses": [d.to_dict() for d in diagnoses],
+            "skipped": skipped,
+            "png": str(png) if args.plot else None,
+        }
+        print(json.dumps(payload))
+        return 0
+    print(format_table(diagnoses))
+    for item in skipped:
+        print(f"skipped {item}: gradient flow to the last step needs one direction")
+    if args.plot and diagnoses:
+        print(f"wrote {png}")
+    return 0
