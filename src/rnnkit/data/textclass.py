@@ -143,7 +143,7 @@ class LabelEncoder:
     def build(cls, labels: Iterable[str], what: str = "training data") -> LabelEncoder:
         classes = sorted(set(labels), key=_natural_key)
         if len(classes) < 2:
-            found = f"only {classes[0]!r}" if classes else "none"
+            found = repr(classes[0]) if classes else "no labels"
             raise InvalidInputError(
                 f"{what} has one class only ({found}); classification needs at least two labels"
             )

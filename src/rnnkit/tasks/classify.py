@@ -160,7 +160,11 @@ class ClassificationBatches:
     """Batch source for the trainer: ``(inputs, lengths, targets)`` batches.
 
     ``epoch(e, start)`` shuffles with a generator seeded by ``(seed, e)`` (when ``shuffle``) so
-    a resumed run sees the same order; ``len()`` is batches per epoch.
+    a resumed run sees the same order; ``len()`` is batches per epoch. With ``shuffle``,
+    batches are drawn from length buckets: the shuffled examples are cut into pools of
+    ``pool_batches`` batches, each pool is sorted by length and cut into batches, and the
+    batches are shuffled — similar lengths share a batch, so little compute goes to padding.
+    Without ``shuffle`` the examples keep their order.
     """
 
     def __init__(
@@ -171,11 +175,14 @@ class ClassificationBatches:
         *,
         shuffle: bool = False,
         seed: int = 0,
+        pool_batches: int = 50,
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         self.inputs, self.targets = list(inputs), list(targets)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.pool_batches = pool_batches
+        self.lengths = np.array([len(x) for x in self.inputs], dtype=np.int64)
         first = np.asarray(self.inputs[0]) if self.inputs else np.zeros(0, dtype=np.int64)
         self.dtype = torch.float32 if first.dtype.kind == "f" else torch.int64
 
@@ -185,14 +192,23 @@ class ClassificationBatches:
     def __iter__(self):
         return self.epoch(0, 0)
 
+    def batch_indices(self, epoch: int) -> list[np.ndarray]:
+        """The example indices of every batch of ``epoch``, in order."""
+        n, size = len(self.inputs), self.batch_size
+        if not self.shuffle:
+            return [np.arange(b, min(b + size, n)) for b in range(0, n, size)]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n)
+        batches = []
+        pool = size * self.pool_batches
+        for p in range(0, n, pool):
+            chunk = order[p : p + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
     def epoch(self, epoch: int, start: int = 0):
-        n = len(self.inputs)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        else:
-            order = np.arange(n)
-        for b in range(start, len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+        for index in self.batch_indices(epoch)[start:]:
             inputs, lengths = pad_batch([self.inputs[i] for i in index], dtype=self.dtype)
             targets = torch.tensor([self.targets[i] for i in index], dtype=torch.int64)
             yield inputs, lengths, targets

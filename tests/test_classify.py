@@ -1,0 +1,420 @@
+"""Classifier: pooling against readable references, padding invariance, conv front end, metrics,
+and `rnnkit train classify` / `evaluate` / `predict` end to end with every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnkit.cli.main import main
+from rnnkit.tasks.classifier import (
+    Classifier,
+    ClassifierConfig,
+    class_weights,
+    confusion_matrix,
+    metrics_from_confusion,
+    pad_batch,
+)
+from rnnkit.tasks.classify import ClassificationBatches
+
+
+def make(pooling="last", dtype=torch.float64, **options):
+    torch.manual_seed(0)
+    options.setdefault("vocab_size", 20)
+    config = ClassifierConfig(num_classes=3, embedding_size=5, hidden_size=4, pooling=pooling,
+                              **options)  # fmt: skip
+    return Classifier(config).to(dtype).eval()
+
+
+def batch(lengths=(6, 4, 1), vocab=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randint(1, vocab, (n,), generator=g) for n in lengths]
+    return seqs, *pad_batch(seqs)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_pooling_matches_per_sequence_reference(pooling, bidirectional):
+    model = make(pooling, bidirectional=bidirectional, num_layers=2)
+    seqs, ids, lengths = batch()
+    logits = model(ids, lengths)
+    for b, seq in enumerate(seqs):
+        # Reference: the sequence alone, unpadded, pooled by the textbook formula.
+        out, state = model.encoder(model.embedding(seq).unsqueeze(0))
+        h = out[0]  # (L, D*H)
+        if pooling == "last":
+            h_n = state[0] if isinstance(state, tuple) else state
+            D = 2 if bidirectional else 1
+            pooled = torch.cat([h_n[-D + d, 0] for d in range(D)])
+            if bidirectional:  # forward ends at the last step, backward at the first
+                H = model.settings.hidden_size
+                torch.testing.assert_close(pooled[:H], h[-1, :H])
+                torch.testing.assert_close(pooled[H:], h[0, H:])
+        elif pooling == "mean":
+            pooled = h.sum(0) / len(seq)
+        elif pooling == "max":
+            pooled = torch.stack([h[t] for t in range(len(seq))]).max(0).values
+        else:
+            W1, W2 = model.attention[0], model.attention[2]
+            scores = torch.stack([W2(torch.tanh(W1(h[t]))).squeeze() for t in range(len(seq))])
+            alpha = torch.exp(scores) / torch.exp(scores).sum()
+            pooled = sum(alpha[t] * h[t] for t in range(len(seq)))
+        torch.testing.assert_close(logits[b], model.head(pooled), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("conv", [0, 3])
+def test_extra_padding_does_not_change_logits(conv):
+    model = make("attention", conv_channels=conv, conv_kernel_size=3, conv_stride=2)
+    _, ids, lengths = batch((7, 3, 2))
+    wider = torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], dim=1)
+    torch.testing.assert_close(model(ids, lengths), model(wider, lengths), rtol=0, atol=1e-12)
+    alone = model(ids[1:2, :3], lengths[1:2])
+    torch.testing.assert_close(model(ids, lengths)[1:2], alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s", [(3, 1), (3, 2), (4, 3), (5, 4), (8, 4)])
+def test_conv_lengths_match_the_convolution(k, s):
+    model = make("mean", input_size=2, vocab_size=None, conv_channels=2, conv_kernel_size=k,
+                 conv_stride=s)  # fmt: skip
+    for L in range(1, 13):
+        x = torch.zeros(1, 2, L, dtype=torch.float64)
+        if L + 2 * (k // 2) >= k:
+            expected = model.conv(x).shape[-1]
+            assert int(model.conv_lengths(torch.tensor([L]))) == expected
+    # A sequence shorter than the kernel still runs (padded to one output step).
+    out = model(torch.randn(2, 1, 2, dtype=torch.float64), torch.tensor([1, 1]))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+
+
+def test_series_input_and_finite_gradients_with_max_pooling():
+    model = make("max", input_size=3, vocab_size=None).train()
+    x, lengths = pad_batch([np.random.randn(n, 3) for n in (5, 2, 1)], dtype=torch.float64)
+    out = model.step((x, lengths, torch.tensor([0, 1, 2])))
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert out.count == 3 and out.tokens == 8
+
+
+def test_class_weighted_loss_is_the_weighted_mean_cross_entropy():
+    w = torch.tensor([0.5, 2.0, 1.0])
+    model = Classifier(ClassifierConfig(num_classes=3, vocab_size=9, hidden_size=4),
+                       class_weights=w)  # fmt: skip
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 2])
+    manual = sum(-w[c] * F.log_softmax(logits[i], -1)[c] for i, c in enumerate(y)) / w[y].sum()
+    torch.testing.assert_close(model.loss(logits, y), manual.to(torch.float64))
+    torch.testing.assert_close(class_weights([0, 0, 0, 1], 3), torch.tensor([4 / 9, 4 / 3, 0.0]))
+
+
+def test_confusion_matrix_and_macro_f1_by_hand():
+    y = [0, 0, 1, 1, 1, 2]
+    p = [0, 1, 1, 1, 0, 0]
+    cm = confusion_matrix(y, p, 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [1, 2, 0], [1, 0, 0]])
+    m = metrics_from_confusion(cm)
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    f1 = [2 * 1 / (2 + 2 + 1), 2 * 2 / (4 + 1 + 1), 0.0]  # 2TP / (2TP + FP + FN)
+    assert m["f1"] == pytest.approx(f1)
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["support"] == [2, 3, 1]
+    assert m["precision"][2] == 0.0  # never predicted
+
+
+def test_task_evaluate_sums_confusion_across_batches():
+    model = make("mean")
+    seqs, ids, lengths = batch((3, 5, 2, 4))
+    targets = torch.tensor([0, 1, 2, 1])
+    whole = model.evaluate([(ids, lengths, targets)])
+    split = model.evaluate(
+        [(ids[:1], lengths[:1], targets[:1]), (ids[1:], lengths[1:], targets[1:])]
+    )
+    assert whole == pytest.approx(split)
+    predicted = model(ids, lengths).argmax(-1)
+    assert whole["accuracy"] == pytest.approx(float((predicted == targets).double().mean()))
+
+
+def test_config_round_trip_and_bad_values():
+    config = ClassifierConfig(num_classes=2, vocab_size=5, pooling="attention")
+    assert ClassifierConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="pooling must be one of last, mean, max, attention"):
+        ClassifierConfig(num_classes=2, vocab_size=5, pooling="sum")
+    with pytest.raises(ValueError, match="exactly one of vocab_size"):
+        ClassifierConfig(num_classes=2, vocab_size=5, input_size=3)
+    with pytest.raises(ValueError, match="unknown classifier config keys \\['hidden'\\]"):
+        ClassifierConfig.from_dict({"num_classes": 2, "vocab_size": 5, "hidden": 3})
+
+
+def test_pretrained_embeddings_frozen_or_not():
+    rows = torch.randn(6, 5)
+    config = ClassifierConfig(num_classes=2, vocab_size=6, embedding_size=5, freeze_embeddings=True)
+    model = Classifier(config, embeddings=rows)
+    torch.testing.assert_close(model.embedding.weight.detach(), rows)
+    assert not model.embedding.weight.requires_grad
+    with pytest.raises(ValueError, match=r"embeddings must have shape \(6, 5\)"):
+        Classifier(config, embeddings=torch.randn(6, 4))
+
+
+def test_batches_are_seeded_bucketed_and_complete():
+    inputs = [np.zeros(n, dtype=np.int64) for n in np.random.default_rng(0).integers(1, 30, 101)]
+    source = ClassificationBatches(inputs, list(range(101)), 8, shuffle=True, seed=3,
+                                   pool_batches=4)  # fmt: skip
+    epoch0 = source.batch_indices(0)
+    assert len(epoch0) == len(source) == 13
+    assert sorted(np.concatenate(epoch0).tolist()) == list(range(101))
+    assert all(np.array_equal(a, b) for a, b in zip(epoch0, source.batch_indices(0)))
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch0, source.batch_indices(1)))
+    resumed = list(source.epoch(0, start=5))
+    assert [b[2].tolist() for b in resumed] == [idx.tolist() for idx in epoch0[5:]]
+
+
+# -- command line --------------------------------------------------------------------------------
+POSITIVE = ["good", "great", "fine", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "dull", "poor", "boring"]
+
+
+def write_reviews(path, n=120, seed=0, extra_rows=""):
+    rng = np.random.default_rng(seed)
+    rows = ["id,review,sentiment"]
+    for i in range(n):
+        positive = i % 2 == 0
+        word = rng.choice(POSITIVE if positive else NEGATIVE)
+        filler = " ".join(rng.choice(["the", "film", "was", "a", "plot"], rng.integers(1, 6)))
+        rows.append(f'{i},"{filler} {word} {filler}",{"pos" if positive else "neg"}')
+    path.write_text("\n".join(rows) + "\n" + extra_rows, encoding="utf-8")
+    return path
+
+
+TINY = ["--hidden-size", "8", "--embedding-size", "8", "--batch-size", "16", "--no-progress"]
+
+
+def text_args(csv, out, *extra):
+    return ["train", "classify", "--csv", str(csv), "--text-column", "review", "--label-column",
+            "sentiment", "--out", str(out), *TINY, *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("text")
+    csv = write_reviews(tmp / "reviews.csv")
+    out = tmp / "run"
+    assert main(text_args(csv, out, "--epochs", "12", "--lr", "0.02")) == 0
+    return csv, out
+
+
+def test_train_text_writes_a_complete_run(text_run, capsys):
+    csv, out = text_run
+    for name in ("config.json", "encoders.json", "splits.json", "model.safetensors",
+                 "metrics.jsonl", "test_metrics.json", "confusion_test.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "classify" and config["data"]["train_examples"] == 96
+    splits = json.loads((out / "splits.json").read_text())
+    rows = splits["train"] + splits["val"] + splits["test"]
+    assert sorted(rows) == list(range(2, 122))  # CSV rows 2..121, each in one split
+    report = json.loads((out / "test_metrics.json").read_text())
+    assert report["count"] == 12 and report["accuracy"] >= 0.75
+    assert (out / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_json_reproduces_the_test_report(text_run, capsys):
+    _, out = text_run
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "test_metrics.json").read_text())
+    assert payload["task"] == "classify"
+    assert payload["accuracy"] == pytest.approx(saved["accuracy"])
+    assert payload["confusion_matrix"] == saved["confusion_matrix"]
+    assert payload["classes"] == ["neg", "pos"]
+    assert main(["evaluate", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "confusion neg" in text
+
+
+def test_predict_text_and_csv(text_run, capsys, tmp_path):
+    csv, out = text_run
+    capsys.readouterr()
+    assert main(["predict", str(out), "--text", "superb superb", "--text", "awful", "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert [p["label"] for p in predictions] == ["pos", "neg"]
+    assert sum(predictions[0]["probabilities"].values()) == pytest.approx(1.0)
+    assert main(["predict", str(out), "--csv", str(csv), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 120 and lines[0].split()[0] in ("pos", "neg")
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    # A constant schedule, so stopping after 2 of 3 epochs changes nothing but the stop.
+    csv = write_reviews(tmp_path / "r.csv", n=60)
+    assert main(text_args(csv, tmp_path / "full", "--epochs", "3", "--schedule", "constant")) == 0
+    assert main(text_args(csv, tmp_path / "part", "--epochs", "2", "--schedule", "constant")) == 0
+    assert main(["train", "classify", "--resume", str(tmp_path / "part"), "--epochs", "3",
+                 "--no-progress"]) == 0  # fmt: skip
+    from safetensors.torch import load_file
+
+    full, part = (
+        load_file(tmp_path / "full/model.safetensors"),
+        load_file(tmp_path / "part/model.safetensors"),
+    )
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+
+
+TS_HEADER = (
+    "@problemName Toy\n@dimensions {d}\n@equalLength false\n@classLabel true up down\n@data\n"
+)
+
+
+def write_ts(path, n, dims=2, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(n):
+        up = i % 2 == 0
+        T = int(rng.integers(4, 9))
+        trend = np.linspace(0, 1 if up else -1, T)
+        chans = [trend * 3 + 10 + rng.normal(0, 0.1, T) for _ in range(dims)]
+        lines.append(
+            ":".join(",".join(f"{v:.4f}" for v in c) for c in chans) + (":up" if up else ":down")
+        )
+    path.write_text(TS_HEADER.format(d=dims) + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_series_evaluate_and_predict(tmp_path, capsys):
+    train, test = (
+        write_ts(tmp_path / "t_TRAIN.ts", 40),
+        write_ts(tmp_path / "t_TEST.ts", 20, seed=1),
+    )
+    out = tmp_path / "run"
+    argv = ["train", "classify", "--ts-train", str(train), "--ts-test", str(test),
+            "--out", str(out), "--epochs", "15", "--lr", "0.02", "--conv-frontend", "4",
+            "--conv-stride", "2", *TINY[:2], "--batch-size", "8", "--no-progress"]  # fmt: skip
+    code = main(argv)
+    assert code == 0
+    assert "test split: accuracy" in capsys.readouterr().out
+    encoders = json.loads((out / "encoders.json").read_text())
+    assert encoders["input"]["type"] == "series" and len(encoders["input"]["mean"]) == 2
+    assert json.loads((out / "test_metrics.json").read_text())["accuracy"] >= 0.8
+    assert main(["predict", str(out), "--ts", str(test), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]) == 20
+
+
+# -- bad input: one line, exit 2, nothing overwritten ---------------------------------------------
+def bad_input_cases(tmp):
+    csv = write_reviews(tmp / "ok.csv", n=40)
+    one_class = tmp / "one.csv"
+    one_class.write_text("review,sentiment\ngood,pos\nfine,pos\n", encoding="utf-8")
+    empty_row = write_reviews(tmp / "empty.csv", n=10, extra_rows=",,\n")
+    test_csv = tmp / "test.csv"
+    test_csv.write_text("review,sentiment\ngood,pos\nmeh,neutral\n", encoding="utf-8")
+    vectors = tmp / "v.txt"
+    vectors.write_text("2 3\ngood 1 2 3\nbad 3 2 1\n", encoding="utf-8")
+    ts_train, ts_test = write_ts(tmp / "a.ts", 10, dims=2), write_ts(tmp / "b.ts", 10, dims=3)
+    return {
+        "missing column": (
+            ["--csv", str(csv), "--text-column", "body", "--label-column", "sentiment"],
+            "no column 'body'; columns are 'id', 'review', 'sentiment'",
+        ),
+        "one class only": (
+            ["--csv", str(one_class), "--text-column", "review", "--label-column", "sentiment"],
+            "one class only ('pos')",
+        ),
+        "empty row": (
+            ["--csv", str(empty_row), "--text-column", "review", "--label-column", "sentiment"],
+            "row 12 is empty",
+        ),
+        "unseen test label": (
+            [
+                "--csv",
+                str(csv),
+                "--test-csv",
+                str(test_csv),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+            ],  # fmt: skip
+            "labels unseen in training: 'neutral'",
+        ),
+        "ts dimension mismatch": (
+            ["--ts-train", str(ts_train), "--ts-test", str(ts_test)],
+            "3 dimensions but the training file",
+        ),
+        "embeddings dimension": (
+            [
+                "--csv",
+                str(csv),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+                "--embeddings",
+                str(vectors),
+                "--embedding-size",
+                "8",
+            ],  # fmt: skip
+            "vectors have dimension 3 but the model expects 8",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing column",
+        "one class only",
+        "empty row",
+        "unseen test label",
+        "ts dimension mismatch",
+        "embeddings dimension",
+    ],  # fmt: skip
+)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, text_run, tmp_path, capsys):
+    argv, message = bad_input_cases(tmp_path)[case]
+    _, existing = text_run
+    before = {p.name: p.read_bytes() for p in existing.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code = main(["train", "classify", *argv, "--out", str(existing), "--force", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    after = {p.name: p.read_bytes() for p in existing.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_existing_run_needs_force(text_run, capsys):
+    csv, out = text_run
+    capsys.readouterr()
+    assert main(text_args(csv, out, "--epochs", "1")) == 2
+    assert "already holds a run; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--csv", "x.csv", "--ts-train", "y.ts"], "exactly one of --dataset, --csv"),
+        (["--csv", "x.csv", "--val-fraction", "1.5"], "--val-fraction must be in [0, 1)"),
+        (["--csv", "x.csv", "--peephole", "--cell", "gru"], "--peephole applies to --cell lstm"),
+        (["--ts-train", "y.ts", "--embeddings", "v.txt"], "--embeddings applies to CSV text"),
+    ],
+)
+def test_bad_options(argv, message, tmp_path, capsys):
+    assert main(["train", "classify", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_bad_input(text_run, tmp_path, capsys):
+    _, out = text_run
+    ts = write_ts(tmp_path / "x.ts", 3)
+    capsys.readouterr()
+    assert main(["predict", str(out), "--ts", str(ts)]) == 2
+    assert "classifies text; pass --text or --csv" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--text", "hi"]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
