@@ -57,8 +57,8 @@ def register(subparsers) -> None:
     train.add_argument(
         "--schedule",
         choices=["constant", "cosine"],
-        default="cosine",
-        help="learning-rate schedule over the budget (default cosine)",
+        help="learning-rate schedule over the budget (default: constant for adding and copy, "
+        "whose fresh data reward more steps at full rate; cosine for digits)",
     )
     train.add_argument(
         "--time-budget",
@@ -148,7 +148,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         clip_norm=args.clip_norm,
-        schedule=args.schedule,
+        schedule=args.schedule or ("cosine" if args.name == "digits" else "constant"),
         time_budget=args.time_budget,
         max_steps=args.steps,
         eval_every=args.eval_every,

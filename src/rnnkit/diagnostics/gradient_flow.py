@@ -44,6 +44,9 @@ from torch import Tensor
 from rnnkit.diagnostics.unroll import LayerTrace, output_in_layout, step_mixed, time_major, unroll
 
 # Bound on |φ'| per Elman nonlinearity, for Pascanu's η ≤ σ_max(W_hh)·γ.
+# Largest state size (P + H for LSTM) whose Jacobians "auto" computes exactly.
+MAX_EXACT_SIZE = 256
+
 DERIVATIVE_BOUND = {"tanh": 1.0, "relu": 1.0, "leaky_relu": 1.0, "elu": 1.0, "sigmoid": 0.25}
 
 
@@ -203,7 +206,7 @@ def jacobian_norms(
     method: str = "auto",
     samples: int = 1,
     iterations: int = 30,
-    max_exact_size: int = 256,
+    max_exact_size: int = MAX_EXACT_SIZE,
     dtype: torch.dtype | None = torch.float64,
     seed: int = 0,
     traces: Sequence[LayerTrace] | None = None,

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from rnnkit.diagnostics.gates import gate_statistics
 from rnnkit.diagnostics.gradient_flow import (
+    MAX_EXACT_SIZE,
     fit_eta,
     gradient_norms,
     jacobian_norms,
@@ -140,7 +141,7 @@ def diagnose(
     method = None
     if jacobian is not None:
         n = sum(traces[0].cell.state_sizes())
-        method = jacobian if jacobian != "auto" else ("exact" if n <= 256 else "power")
+        method = jacobian if jacobian != "auto" else ("exact" if n <= MAX_EXACT_SIZE else "power")
     return Diagnosis(
         label=label or _cell_name(layer),
         cell=_cell_name(layer),
@@ -151,6 +152,18 @@ def diagnose(
         jacobian_method=method,
         layers=layers,
     )
+
+
+def parse_cell(text: str, init: str | None = None) -> tuple[str, str | None]:
+    """``"lstm"`` → ("lstm", init); ``"lstm:chrono:200"`` → ("lstm", "chrono:200")."""
+    from rnnkit.layers.recurrent import CELL_LAYERS
+
+    cell, _, own = text.strip().partition(":")
+    if cell not in CELL_LAYERS:
+        raise ValueError(
+            f"cell must be one of {', '.join(CELL_LAYERS)} (optionally cell:init); got {text!r}"
+        )
+    return cell, own or init
 
 
 def diagnose_cells(
@@ -167,30 +180,33 @@ def diagnose_cells(
     samples: int = 1,
     seed: int = 0,
 ) -> list[Diagnosis]:
-    """Diagnose freshly initialised layers, one per cell name, on the same random input.
+    """Diagnose freshly initialised layers, one per cell, on the same random input.
 
-    Each layer is ``rnnkit.make_layer(cell, input_size, hidden_size, init=…)`` (``init=None``:
-    the cell's default — orthogonal with forget bias 1 for LSTM, identity for IRNN) read by
-    ``batch_size`` sequences of ``length`` steps of standard normal inputs
-    (``input_size`` defaults to ``hidden_size``), seeded by ``seed``.
+    Each entry of ``cells`` is a cell name (``rnn``, ``irnn``, ``lstm``, ``gru``), optionally
+    with its own initialiser (``lstm:chrono:200``); others use ``init`` (None: the cell's
+    default — orthogonal with forget bias 1 for LSTM, identity for IRNN). Every layer reads
+    the same ``batch_size`` sequences of ``length`` steps of standard normal inputs
+    (``input_size`` defaults to ``hidden_size``); weights and inputs are seeded by ``seed``.
     """
     from rnnkit.layers import make_layer
 
+    contenders = [parse_cell(text, init) for text in cells]
     input_size = input_size or hidden_size
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, length, input_size, generator=g, dtype=torch.float64)
     results = []
-    for cell in cells:
+    for cell, cell_init in contenders:
         torch.manual_seed(seed)
         options = {"batch_first": True, "num_layers": num_layers, "dtype": torch.float64}
-        if init is not None:
-            options["init"] = init
+        if cell_init is not None:
+            options["init"] = cell_init
         layer = make_layer(cell, input_size, hidden_size, **options)
+        label = cell if cell_init is None or cell_init == init else f"{cell}:{cell_init}"
         results.append(
             diagnose(
                 layer,
                 x,
-                label=cell,
+                label=label,
                 threshold=threshold,
                 jacobian=jacobian,
                 samples=samples,
