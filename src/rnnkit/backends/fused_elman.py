@@ -114,15 +114,14 @@ class ElmanScan(torch.autograd.Function):
         hs[0] = h0
         wt = w_hh.t()
         pre = gi if b_hh is None else gi + b_hh
+        steps_h = hs.unbind(0)
         if keep is None:
-            for p, h, h_next in zip(pre.unbind(0), hs[:-1].unbind(0), hs[1:].unbind(0)):
+            for p, h, h_next in zip(pre.unbind(0), steps_h, steps_h[1:]):
                 activation(torch.addmm(p, h, wt, out=h_next))
             act = hs[1:]
         else:
             act = pre.clone() if pre is gi else pre  # becomes h̃_t
-            for a, k, h, h_next in zip(
-                act.unbind(0), keep.unbind(0), hs[:-1].unbind(0), hs[1:].unbind(0)
-            ):
+            for a, k, h, h_next in zip(act.unbind(0), keep.unbind(0), steps_h, steps_h[1:]):
                 activation(a.addmm_(h, wt))
                 torch.lerp(a, h, k, out=h_next)  # k h + (1 - k) h̃
         ctx.save_for_backward(w_hh, hs, act, keep)
@@ -142,12 +141,13 @@ class ElmanScan(torch.autograd.Function):
         dpre = torch.empty_like(act, memory_format=torch.contiguous_format)
         dh = act.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
         dh[T] = dhs[T]
+        steps_dh = dh.unbind(0)
         steps = zip(
             reversed(dpre.unbind(0)),
             reversed(dact.unbind(0)),
             reversed(dhs[:-1].unbind(0)),
-            reversed(dh[1:].unbind(0)),
-            reversed(dh[:-1].unbind(0)),
+            reversed(steps_dh[1:]),
+            reversed(steps_dh[:-1]),
         )
         if keep is None:
             for dp, d, dh_up, dh_t, dh_prev in steps:

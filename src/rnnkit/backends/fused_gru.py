@@ -113,6 +113,7 @@ class GRUResetAfterScan(torch.autograd.Function):
         n = gi.new_empty(T, B, H)
         mix, keep_c = _mixing_weights(gates[..., H : 2 * H], keep)
         wt = w_hh.t()
+        steps_h = hs.unbind(0)
         for g, rz, r, z, gh_n, gi_n, n_t, w, k, kc, h, h_next in zip(
             gates.unbind(0),
             gates[..., : 2 * H].unbind(0),
@@ -123,8 +124,8 @@ class GRUResetAfterScan(torch.autograd.Function):
             n.unbind(0),
             mix.unbind(0),
             *_keep_lists(keep, keep_c, T),
-            hs[:-1].unbind(0),
-            hs[1:].unbind(0),
+            steps_h,
+            steps_h[1:],
         ):
             g.addmm_(h, wt)
             rz.sigmoid_()
@@ -158,15 +159,16 @@ class GRUResetAfterScan(torch.autograd.Function):
         dgates = gates.new_empty(T, B, 3, H)
         dh = gates.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
         dh[T] = dhs[T]
+        steps_dh = dh.unbind(0)
         for m_t, dg, dg_flat, w, dh_up, dh_t, dh_tu, dh_prev in zip(
             reversed(m.unbind(0)),
             reversed(dgates.unbind(0)),
             reversed(dgates.view(T, B, G).unbind(0)),
             reversed(mix.unbind(0)),
             reversed(dhs[:-1].unbind(0)),
-            reversed(dh[1:].unbind(0)),
+            reversed(steps_dh[1:]),
             reversed(dh[1:].unsqueeze(2).unbind(0)),
-            reversed(dh[:-1].unbind(0)),
+            reversed(steps_dh[:-1]),
         ):
             torch.mul(dh_tu, m_t, out=dg)
             torch.addcmul(dh_up, w, dh_t, out=dh_prev)
@@ -205,6 +207,7 @@ class GRUResetBeforeScan(torch.autograd.Function):
         rh = gi.new_empty(T, B, H)  # r_t ⊙ h_{t-1}
         mix, keep_c = _mixing_weights(rz[..., H:], keep)
         w_rz_t, w_n_t = w_hh[: 2 * H].t(), w_hh[2 * H :].t()
+        steps_h = hs.unbind(0)
         for rz_t, r, z, n_t, rh_t, w, k, kc, h, h_next in zip(
             rz.unbind(0),
             rz[..., :H].unbind(0),
@@ -213,8 +216,8 @@ class GRUResetBeforeScan(torch.autograd.Function):
             rh.unbind(0),
             mix.unbind(0),
             *_keep_lists(keep, keep_c, T),
-            hs[:-1].unbind(0),
-            hs[1:].unbind(0),
+            steps_h,
+            steps_h[1:],
         ):
             rz_t.addmm_(h, w_rz_t).sigmoid_()
             torch.mul(r, h, out=rh_t)
@@ -251,6 +254,7 @@ class GRUResetBeforeScan(torch.autograd.Function):
         drh = rz.new_empty(B, H)
         dh = rz.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
         dh[T] = dhs[T]
+        steps_dh = dh.unbind(0)
         for m_t, dg_zn, dg_r, dg_n, dg_rz, dr_t, r_t, w, dh_up, dh_tu, dh_t, dh_prev in zip(
             reversed(m.unbind(0)),
             reversed(dgates[:, :, 1:].unbind(0)),
@@ -262,8 +266,8 @@ class GRUResetBeforeScan(torch.autograd.Function):
             reversed(mix.unbind(0)),
             reversed(dhs[:-1].unbind(0)),
             reversed(dh[1:].unsqueeze(2).unbind(0)),
-            reversed(dh[1:].unbind(0)),
-            reversed(dh[:-1].unbind(0)),
+            reversed(steps_dh[1:]),
+            reversed(steps_dh[:-1]),
         ):
             torch.mul(dh_tu, m_t, out=dg_zn)  # [∂a_z, ∂a_n]
             torch.mm(dg_n, w_n, out=drh)  # ∂(r ⊙ h_{t-1})
