@@ -283,3 +283,34 @@ def test_metrics_by_hand():
 def test_token_vocab_decode_stops_at_end():
     v = TokenVocab.build(["ab"])
     assert v.decode([4, 1, 5, 3, 4]) == "a\ufffdb"
+
+
+@pytest.mark.parametrize("kind", ["dot", "general", "additive"])
+def test_attention_by_hand_and_masking(kind):
+    from rnnkit.tasks.attention import make_attention
+
+    torch.manual_seed(1)
+    attn = make_attention(kind, 4, 4).double()
+    memory = torch.randn(2, 5, 4, dtype=torch.float64)
+    query = torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    context, weights = attn(query, attn.keys(memory), memory, mask)
+    assert torch.all(weights[1, :, 2:] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, dtype=torch.float64))
+    for b, n in ((0, 5), (1, 2)):
+        for t in range(3):
+            q, m = query[b, t], memory[b, :n]
+            if kind == "dot":
+                scores = m @ q
+            elif kind == "general":
+                scores = m @ attn.weight.weight.T @ q
+            else:
+                hidden = torch.tanh(
+                    attn.query_proj.weight @ q
+                    + m @ attn.memory_proj.weight.T
+                    + attn.memory_proj.bias
+                )
+                scores = hidden @ attn.v.weight[0]
+            alpha = torch.softmax(scores, 0)
+            torch.testing.assert_close(weights[b, t, :n], alpha)
+            torch.testing.assert_close(context[b, t], alpha @ m)
