@@ -122,6 +122,10 @@ def test_confusion_matrix_and_macro_f1_by_hand():
     assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
     assert m["support"] == [2, 3, 1]
     assert m["precision"][2] == 0.0  # never predicted
+    # A class that is neither true nor predicted anywhere is left out of the mean.
+    wider = metrics_from_confusion(confusion_matrix(y, p, 4))
+    assert wider["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert wider["accuracy"] == pytest.approx(3 / 6)
 
 
 def test_task_evaluate_sums_confusion_across_batches():

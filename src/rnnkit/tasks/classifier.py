@@ -16,7 +16,8 @@ Pooling over valid steps ``t < L_b``:
 - ``attention``: ``α = softmax_t(vᵀ tanh(W h_t + b))``, ``z = Σ_t α_t h_t`` (Yang et al. 2016).
 
 Loss: cross-entropy with optional class weights (``balanced``: ``w_k = N / (K · N_k)``).
-Metrics: accuracy, macro-F1 (mean over classes of ``2TP / (2TP + FP + FN)``), and the
+Metrics: accuracy, macro-F1 (mean of ``2TP / (2TP + FP + FN)`` over the classes that occur as
+a true or a predicted label), and the
 confusion matrix (rows true class, columns predicted).
 
 Shapes: B batch, T padded length, E embedding size, C channels, H hidden size, D directions,
@@ -342,7 +343,9 @@ def confusion_matrix(targets, predictions, num_classes: int) -> np.ndarray:
 def metrics_from_confusion(cm: np.ndarray) -> dict:
     """Accuracy, macro-F1 and per-class precision/recall/F1/support from a confusion matrix.
 
-    A class with no true and no predicted examples has F1 0 (as scikit-learn's default).
+    Macro-F1 averages over the classes that occur as a true or a predicted label (as
+    scikit-learn does without ``labels=``); a class that never occurs in either has no F1 and
+    is left out of the mean (its ``f1`` entry is 0).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
@@ -353,9 +356,10 @@ def metrics_from_confusion(cm: np.ndarray) -> dict:
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    seen = (tp + fp + fn) > 0
     return {
         "accuracy": float(tp.sum() / total) if total else float("nan"),
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[seen].mean()) if seen.any() else float("nan"),
         "precision": precision.tolist(),
         "recall": recall.tolist(),
         "f1": f1.tolist(),
