@@ -18,7 +18,12 @@ def evaluate(args, run, config) -> dict:
     from rnnkit.tasks.forecaster import evaluate_forecast_run
 
     report = evaluate_forecast_run(run.path, csv=getattr(args, "data", None))
-    what = f"{report['span']} span of {report.pop('data')}"
+    source = report.pop("data")
+    what = (
+        f"every complete origin of {source}"
+        if report["span"] == "all"
+        else f"{report['span']} span of {source}"
+    )
     if getattr(args, "json", False):
         return {"data": what, **report}
     flat: dict = {"data": what}

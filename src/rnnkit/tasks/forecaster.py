@@ -630,20 +630,32 @@ def plot_forecasts(
     rows = np.arange(origins[0] + 1, origins[-1] + H + 1)
     x_of = (lambda r: data.dates[np.asarray(r)]) if data.dates is not None else (lambda r: r)
     horizons = sorted({1, H})
-    fig, axes = plt.subplots(len(horizons), 1, figsize=(11, 3.6 * len(horizons)), squeeze=False)
+    returns = data.config.transform == "logret"
+    panels = len(horizons) + returns
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.6 * panels), squeeze=False)
     styles = {
         "naive": (":", 1.0),
         "seasonal_naive": ("-.", 1.0),
         "ar": ("--", 1.0),
         "model": ("-", 1.4),
     }
+    where = "all rows" if span == "all" else f"{span} span"
     for ax, h in zip(axes[:, 0], horizons):
         ax.plot(x_of(rows), data.levels[rows], color="black", lw=1.2, label="actual")
         for name, f in forecasts.items():
             style, lw = styles.get(name, ("-", 1.0))
             ax.plot(x_of(origins + h), f[:, h - 1], style, lw=lw, label=name, alpha=0.85)
-        where = "all rows" if span == "all" else f"{span} span"
         ax.set_title(f"{data.config.target}: {where}, forecasts of T+{h}")
+    if returns:  # levels hide return forecasts (all lines overlap): show log(y_{T+H} / y_T)
+        ax = axes[-1, 0]
+        anchors = data.anchors(origins)
+        actual = np.log(data.actuals(origins)[:, -1] / anchors)
+        ax.plot(x_of(origins + H), actual, color="black", lw=0.8, label="actual", alpha=0.6)
+        for name, f in forecasts.items():
+            style, lw = styles.get(name, ("-", 1.0))
+            ax.plot(x_of(origins + H), np.log(f[:, -1] / anchors), style, lw=lw, label=name)
+        ax.set_title(f"{data.config.target}: {where}, log return from T to T+{H}")
+    for ax in axes[:, 0]:
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
