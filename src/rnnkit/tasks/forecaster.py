@@ -395,6 +395,11 @@ def train_forecaster(
     train = train or TrainConfig(steps=2000, eval_every=100)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch size must be a positive integer; got {batch_size!r}")
+    if series.test_fraction <= 0:
+        raise InvalidInputError(
+            "--test-fraction must be > 0: the test span is where the model and the baselines "
+            "are scored"
+        )
     run = RunDir.prepare(out, force=force)
     path = source_path(csv, dataset)
     data = load_series(series, path)
@@ -461,9 +466,7 @@ def train_forecaster(
     if best.state is not None:
         task.load_state_dict(best.state)
         run.save_weights(task.state_dict())
-    report = forecast_report(
-        task, data, "test" if series.test_fraction > 0 else "val", season=season, ar=ar
-    )
+    report = forecast_report(task, data, "test", season=season, ar=ar)
     report["best_step"] = best.step
     atomic_write_json(run / REPORT_FILE, report)
     plot_forecasts(run / PLOT_FILE, task, data, report["span"], season=season, ar=ar)
@@ -562,11 +565,7 @@ def evaluate_forecast_run(
     """:func:`forecast_report` of a run: its test span, or every complete origin of ``csv``."""
     fr = load_forecast_run(run_path, csv)
     if span is None:
-        span = (
-            "all"
-            if csv is not None
-            else ("test" if "test" in fr.data.spans and fr.data.config.test_fraction > 0 else "val")
-        )
+        span = "all" if csv is not None else "test"
     report = forecast_report(
         fr.model, fr.data, span, season=fr.season, ar=fr.ar, scale=fr.mase_scale
     )
