@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import keep_field
+from rnnkit.backends.fused_gru import keep_field, sigmoid_backward, tanh_backward
 from rnnkit.cells.base import HiddenState
 
 # In-place activations; each matches rnnkit.cells.elman.NONLINEARITIES value for value.
@@ -37,21 +37,26 @@ ACTIVATIONS_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def activation_derivative(nonlinearity: str, y: Tensor) -> Tensor:
-    """φ'(a) expressed through the activation value ``y = φ(a)``, elementwise, as autograd's."""
+def activation_derivative(nonlinearity: str, y: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``scale ⊙ φ'(a)`` elementwise, from the activation value ``y = φ(a)``, as autograd has it.
+
+    ``scale`` (same shape as ``y``) defaults to ones.
+    """
     if nonlinearity == "tanh":
-        return 1 - y * y
+        return 1 - y * y if scale is None else tanh_backward(scale, y)
     if nonlinearity == "sigmoid":
-        return y * (1 - y)
+        return y * (1 - y) if scale is None else sigmoid_backward(scale, y)
     if nonlinearity == "relu":
-        return (y > 0).to(y.dtype)
-    if nonlinearity == "leaky_relu":
-        return torch.where(y > 0, y.new_ones(()), y.new_full((), 0.01))
-    if nonlinearity == "elu":  # a <= 0: y = exp(a) - 1, φ'(a) = exp(a) = y + 1
-        return torch.where(y > 0, 1.0, y + 1)
-    raise ValueError(
-        f"nonlinearity must be one of {', '.join(ACTIVATIONS_INPLACE)}; got {nonlinearity!r}"
-    )
+        d = (y > 0).to(y.dtype)
+    elif nonlinearity == "leaky_relu":
+        d = torch.where(y > 0, y.new_ones(()), y.new_full((), 0.01))
+    elif nonlinearity == "elu":  # a <= 0: y = exp(a) - 1, φ'(a) = exp(a) = y + 1
+        d = torch.where(y > 0, 1.0, y + 1)
+    else:
+        raise ValueError(
+            f"nonlinearity must be one of {', '.join(ACTIVATIONS_INPLACE)}; got {nonlinearity!r}"
+        )
+    return d if scale is None else d.mul_(scale)
 
 
 def elman_scan(
@@ -135,9 +140,7 @@ class ElmanScan(torch.autograd.Function):
         w_hh, hs, act, keep = ctx.saved_tensors
         T, B, H = act.shape
         # ∂h_t/∂(pre-activation) for all steps at once, from the activation value h̃.
-        dact = activation_derivative(ctx.nonlinearity, act)
-        if keep is not None:
-            dact = dact * (1 - keep)
+        dact = activation_derivative(ctx.nonlinearity, act, None if keep is None else 1 - keep)
         dpre = torch.empty_like(act, memory_format=torch.contiguous_format)
         dh = act.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
         dh[T] = dhs[T]

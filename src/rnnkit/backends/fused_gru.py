@@ -31,6 +31,24 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.base import HiddenState
 
+# Fused derivative kernels: sigmoid_backward(g, y) = g y (1 - y), tanh_backward(g, y) = g (1 - y²).
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+def sigmoid_backward(grad: Tensor, y: Tensor, grad_input: Tensor | None = None) -> Tensor:
+    """``grad ⊙ y ⊙ (1 - y)`` in one kernel, into ``grad_input`` when given."""
+    if grad_input is None:
+        return _sigmoid_backward.default(grad, y)
+    return _sigmoid_backward.grad_input(grad, y, grad_input=grad_input)
+
+
+def tanh_backward(grad: Tensor, y: Tensor, grad_input: Tensor | None = None) -> Tensor:
+    """``grad ⊙ (1 - y²)`` in one kernel, into ``grad_input`` when given."""
+    if grad_input is None:
+        return _tanh_backward.default(grad, y)
+    return _tanh_backward.grad_input(grad, y, grad_input=grad_input)
+
 
 def gru_scan(
     cell,
@@ -147,14 +165,11 @@ class GRUResetAfterScan(torch.autograd.Function):
         r, z, gh_n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         # Everything that does not depend on the recurrence, for all steps at once:
         # dG_t = dh_t ⊙ M_t with M = [∂/∂a_r, ∂/∂a_z, ∂/∂(W_hn h + b_hn)] per unit of dh_t.
-        dn_da = (1 - n * n) * (1 - mix)  # ∂h_t/∂(n pre-activation)
+        dn_da = tanh_backward(1 - mix, n)  # ∂h_t/∂(n pre-activation) = (1 - z') (1 - n²)
         diff = h_prev - n
         m = gates.new_empty(T, B, 3, H)
-        torch.mul(dn_da * gh_n, r * (1 - r), out=m[:, :, 0])
-        dz_da = diff * z * (1 - z)
-        if keep is not None:
-            dz_da = dz_da * keep_c
-        m[:, :, 1] = dz_da
+        sigmoid_backward(dn_da * gh_n, r, grad_input=m[:, :, 0])
+        sigmoid_backward(diff if keep is None else diff * keep_c, z, grad_input=m[:, :, 1])
         torch.mul(dn_da, r, out=m[:, :, 2])
         dgates = gates.new_empty(T, B, 3, H)
         dh = gates.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
@@ -243,12 +258,9 @@ class GRUResetBeforeScan(torch.autograd.Function):
         # ∂/∂a_r per unit of ∂/∂(r ⊙ h_{t-1}).
         diff = h_prev - n
         m = rz.new_empty(T, B, 2, H)
-        dz_da = diff * z * (1 - z)
-        if keep is not None:
-            dz_da = dz_da * keep_c
-        m[:, :, 0] = dz_da
-        torch.mul(1 - n * n, 1 - mix, out=m[:, :, 1])
-        dr_da = h_prev * r * (1 - r)
+        sigmoid_backward(diff if keep is None else diff * keep_c, z, grad_input=m[:, :, 0])
+        tanh_backward(1 - mix, n, grad_input=m[:, :, 1])
+        dr_da = sigmoid_backward(h_prev, r)
         dgates = rz.new_empty(T, B, 3, H)
         dgates_flat = dgates.view(T, B, G)
         drh = rz.new_empty(B, H)
