@@ -13,7 +13,7 @@ from rnnkit.cells import ElmanCell, GRUCell, HiddenState
 DTYPE = torch.float64
 T, B, I, H = 6, 3, 4, 5
 NONLINEARITIES = ["tanh", "relu", "leaky_relu", "elu", "sigmoid"]
-KEEP_MODES = [None, "entry-none", "binary", "fractional", "broadcast"]
+KEEP_MODES = [None, "entry-none", "binary", "fractional", "lengths", "broadcast-fractional"]
 
 
 def random_weights(cell, generator):
@@ -33,7 +33,9 @@ def make_keep(mode, generator, t=T, b=B):
         return (torch.randint(0, 2, (t, b, H), generator=generator).to(DTYPE),)
     if mode == "fractional":  # eval-time zoneout; also differentiated
         return (torch.rand(t, b, H, generator=generator, dtype=DTYPE).requires_grad_(),)
-    if mode == "broadcast":  # a length mask shaped (T, B, 1)
+    if mode == "broadcast-fractional":  # one keep value per (t, b), differentiated
+        return (torch.rand(t, b, 1, generator=generator, dtype=DTYPE).requires_grad_(),)
+    if mode == "lengths":  # a length mask shaped (T, B, 1)
         lengths = torch.tensor([t, max(t - 2, 0), 1][:b])
         return ((torch.arange(t)[:, None] >= lengths[None, :]).to(DTYPE).unsqueeze(-1),)
     raise AssertionError(mode)
