@@ -67,7 +67,8 @@ def gru_scan(
             ``bias_hh`` (3H).
         x: (T, B, I) inputs.
         state: ``HiddenState(h=(B, H))`` initial state.
-        keep: ``None`` or ``(keep_h,)`` with ``keep_h`` ``None`` or (T, B, H) in [0, 1].
+        keep: ``None`` or ``(keep_h,)`` with ``keep_h`` ``None`` or (T, B, H) in [0, 1]
+            (or broadcastable to it, e.g. a (T, B, 1) length mask).
 
     Returns:
         ``(h, HiddenState(h_T))``: h (T, B, H) the mixed ``h_t`` of every step.
