@@ -16,7 +16,7 @@ from rnnkit.data.pairs import (
     collate,
     parse_pairs,
     read_pairs,
-    split_pairs,
+    split_indices,
 )
 from rnnkit.errors import InvalidInputError
 from rnnkit.tasks.seq2seq import (
@@ -73,13 +73,12 @@ def test_pairs_file_skips_blank_lines_and_crlf(tmp_path):
 
 
 def test_split_is_seeded_and_disjoint():
-    pairs = [(str(i), str(i)) for i in range(20)]
-    train, valid, test = split_pairs(pairs, 3, 5, seed=1)
-    assert (len(train), len(valid), len(test)) == (12, 3, 5)
-    assert sorted(train + valid + test) == sorted(pairs)
-    assert split_pairs(pairs, 3, 5, seed=1) == (train, valid, test)
+    split = split_indices(20, 3, 5, seed=1)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [12, 3, 5]
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(20))
+    assert split_indices(20, 3, 5, seed=1) == split != split_indices(20, 3, 5, seed=2)
     with pytest.raises(InvalidInputError, match="leave none for training"):
-        split_pairs(pairs, 10, 10)
+        split_indices(20, 10, 10)
 
 
 def test_vocab_collate_and_roundtrip(tmp_path):

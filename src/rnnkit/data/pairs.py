@@ -87,28 +87,27 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     return parse_pairs(text.split("\n"), source=str(path))
 
 
-def split_pairs(
-    pairs: Sequence[Pair], valid_size: int, test_size: int, seed: int = 0
-) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """Shuffle with ``seed`` and cut into (train, valid, test) with the given sizes.
+def split_indices(n: int, val_size: int, test_size: int, seed: int = 0) -> dict[str, list[int]]:
+    """Indices of ``n`` pairs, shuffled with ``seed``, cut into ``test``, ``val`` and ``train``
+    parts of the given sizes (each part sorted, so it reads in file order).
 
     Raises:
-        InvalidInputError: fewer than ``valid_size + test_size + 1`` pairs.
+        InvalidInputError: fewer than ``val_size + test_size + 1`` pairs.
     """
-    if valid_size < 0 or test_size < 0:
-        raise ValueError(f"split sizes must be >= 0, got {valid_size} and {test_size}")
-    if len(pairs) <= valid_size + test_size:
+    if val_size < 0 or test_size < 0:
+        raise ValueError(f"split sizes must be >= 0, got {val_size} and {test_size}")
+    if n <= val_size + test_size:
         raise InvalidInputError(
-            f"{len(pairs)} pairs leave none for training after {valid_size} validation and "
-            f"{test_size} test pairs; give more pairs or smaller --valid-size/--test-size"
+            f"{n} pairs leave none for training after {val_size} validation and {test_size} "
+            "test pairs; give more pairs or smaller --val-fraction/--test-fraction"
         )
-    order = list(range(len(pairs)))
+    order = list(range(n))
     random.Random(seed).shuffle(order)
-    shuffled = [pairs[i] for i in order]
-    test = shuffled[:test_size]
-    valid = shuffled[test_size : test_size + valid_size]
-    train = shuffled[test_size + valid_size :]
-    return train, valid, test
+    return {
+        "test": sorted(order[:test_size]),
+        "val": sorted(order[test_size : test_size + val_size]),
+        "train": sorted(order[test_size + val_size :]),
+    }
 
 
 # -- vocabularies ----------------------------------------------------------------------------

@@ -47,7 +47,6 @@ import datetime
 import logging
 import math
 import os
-import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -64,6 +63,7 @@ from rnnkit.data.pairs import (
     TokenVocab,
     collate,
     read_pairs,
+    split_indices,
 )
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
@@ -694,7 +694,7 @@ VOCAB_FILE = "vocab.json"
 SPLIT_FILE = "split.json"
 TEST_METRICS_FILE = "test_metrics.json"
 ATTENTION_PLOT = "attention.png"
-DEFAULT_EPOCHS = 6
+DEFAULT_EPOCHS = 3
 
 
 @dataclass
@@ -741,18 +741,10 @@ def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
     test_pairs = read_pairs(data.test) if data.test else None
     n_test = 0 if test_pairs is not None else int(round(n * data.test_fraction))
     n_val = int(round(n * data.val_fraction))
-    if n - n_test - n_val < 1:
-        raise InvalidInputError(
-            f"{data.pairs} has {n} pairs: none left for training after {n_val} validation and "
-            f"{n_test} test pairs; give more pairs or smaller fractions"
-        )
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    split = {
-        "test": sorted(order[:n_test]),
-        "val": sorted(order[n_test : n_test + n_val]),
-        "train": sorted(order[n_test + n_val :]),
-    }
+    try:
+        split = split_indices(n, n_val, n_test, seed)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{data.pairs}: {exc}") from None
     train = [pairs[i] for i in split["train"]]
     val = [pairs[i] for i in split["val"]]
     test = test_pairs if test_pairs is not None else [pairs[i] for i in split["test"]]
