@@ -251,6 +251,29 @@ def test_predict_text_and_csv(text_run, capsys, tmp_path):
     assert len(lines) == 120 and lines[0].split()[0] in ("pos", "neg")
 
 
+def test_pretrained_vectors_are_loaded_and_kept_frozen(tmp_path):
+    csv = write_reviews(tmp_path / "r.csv", n=40)
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("2 3\ngood 1 2 3\nawful -3 -2 -1\n", encoding="utf-8")
+    argv = text_args(csv, tmp_path / "run", "--epochs", "1", "--embeddings", str(vectors))
+    at = argv.index("--embedding-size")
+    del argv[at : at + 2]  # the size comes from the file
+    assert main([*argv, "--freeze-embeddings"]) == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "run/model.safetensors")["embedding.weight"]
+    tokens = json.loads((tmp_path / "run/encoders.json").read_text())["input"]["tokens"]
+    assert weights.shape == (len(tokens), 3)
+    expected = {"good": [1.0, 2.0, 3.0], "awful": [-3.0, -2.0, -1.0]}
+    found = [word for word in expected if word in tokens]
+    assert found
+    for word in found:
+        torch.testing.assert_close(weights[tokens.index(word)], torch.tensor(expected[word]))
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert config["model"]["freeze_embeddings"]
+    assert config["data"]["embeddings_found"] == len(found)
+
+
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     # A constant schedule, so stopping after 2 of 3 epochs changes nothing but the stop.
     csv = write_reviews(tmp_path / "r.csv", n=60)

@@ -601,7 +601,10 @@ def evaluate_run(
     data_config = loaded.config.get("data", {})
     batch_size = batch_size or data_config.get("batch_size", 32)
     if data_file is None:
-        _, prepared = _reload_data(loaded.run, loaded.config)
+        try:
+            _, prepared = _reload_data(loaded.run, loaded.config)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc}; pass --data FILE to evaluate another file") from None
         if not prepared.inputs.get("test"):
             raise InvalidInputError(f"{loaded.run.path} has no test split; pass --data FILE")
         inputs, targets = prepared.inputs["test"], prepared.targets["test"]
