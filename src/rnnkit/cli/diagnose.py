@@ -60,6 +60,13 @@ def register(subparsers) -> None:
         "auto (exact up to 256 state units), none",
     )
     probe.add_argument("--seed", type=int, default=0, help="seed of inputs and weights (0)")
+    probe.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the step-by-step work is many small operations, "
+        "which more threads slow down)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--png",
@@ -79,7 +86,7 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
-    for name in ("hidden_size", "num_layers", "length", "batch_size"):
+    for name in ("hidden_size", "num_layers", "length", "batch_size", "threads"):
         value = getattr(args, name)
         if value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -182,9 +189,12 @@ def _inputs_for(task, layer, args, generator):
 
 
 def run(args) -> int:
+    import torch
+
     from rnnkit.diagnostics import format_table, plot_gradient_flow
 
     _check(args)
+    torch.set_num_threads(args.threads)
     if args.run_dir is not None:
         diagnoses, skipped = diagnose_run(args)
         default_png = args.run_dir / "gradient_flow.png"
