@@ -38,9 +38,16 @@ def evaluate(args, run, config) -> dict:
             if key in metrics:
                 value = metrics[key]
                 flat[f"{name}_{key}"] = "-" if value is None else value
-        flat[f"{name}_mae_at_T+{report['horizon']}"] = metrics["last_horizon"]["mae"]
+        at = f"_at_T+{report['horizon']}"
+        for key in ("mae", "return_mae", "return_rmse", "direction_accuracy"):
+            if key in metrics["last_horizon"]:
+                value = metrics["last_horizon"][key]
+                flat[f"{name}_{key}{at}"] = "-" if value is None else value
     if "up_fraction" in report:
         flat["always_up_direction_accuracy"] = report["up_fraction"]
+        flat[f"always_up_direction_accuracy_at_T+{report['horizon']}"] = report[
+            "up_fraction_last_horizon"
+        ]
     flat["ranking_by_mae"] = " < ".join(report["ranking"])
     flat["verdict"] = report["verdict"]
     return flat

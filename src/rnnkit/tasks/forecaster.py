@@ -234,7 +234,8 @@ def forecast_report(
          "model": {metrics}, "baselines": {"naive": {...}, "seasonal_naive": {...}, "ar": {...}},
          "ranking": [names by MAE], "beats_naive": bool, "verdict": "one sentence"}
 
-    (``up_fraction``, the accuracy of always predicting "up", is added for returns.)
+    (``up_fraction``, the accuracy of always predicting "up", over all horizons and at ``T+H``
+    alone, ``up_fraction_last_horizon``, is added for returns.)
     """
     origins = data.origins(span)
     if season is not None:
@@ -266,6 +267,7 @@ def forecast_report(
     }
     if transform in ("diff", "logret"):
         report["up_fraction"] = up_fraction(actual, anchors)
+        report["up_fraction_last_horizon"] = up_fraction(actual[:, -1:], anchors)
     if model is not None:
         report["model"] = score(forecasts["model"])
     report["baselines"] = {name: score(f) for name, f in baselines.items()}
@@ -296,27 +298,41 @@ def verdict(report: dict) -> str:
 
 
 def format_report(report: dict) -> str:
-    """A fixed-width table of the report (for the command line)."""
+    """A fixed-width table of the report (for the command line).
+
+    Columns: MAE, RMSE, MASE (and direction accuracy for returns) over all horizons, then the
+    same at ``T+H`` alone (for log returns: errors of the predicted log return to ``T+H``).
+    """
     returns = report["transform"] in ("diff", "logret")
     logret = report["transform"] == "logret"
-    cols = ["MAE", "RMSE", "MASE", f"MAE@T+{report['horizon']}"]
-    cols += ["logret MAE"] if logret else []
-    cols += ["dir acc"] if returns else []
+    at = f"@T+{report['horizon']}"
+    cols = ["MAE", "RMSE", "MASE"] + (["dir acc"] if returns else []) + [f"MAE{at}"]
+    cols += [f"lr MAE{at}", f"lr RMSE{at}"] if logret else []
+    cols += [f"dir{at}"] if returns else []
     lines = [
         f"{report['span']} span: {report['origins']} origins from {report['first_origin']} "
         f"to {report['last_origin']}, horizon {report['horizon']}, transform "
         f"{report['transform']}",
-        f"{'':16}" + "".join(f"{c:>12}" for c in cols),
+        f"{'':15}" + "".join(f"{c:>12}" for c in cols),
     ]
     entries = ({"model": report["model"]} if "model" in report else {}) | report["baselines"]
     for name, m in entries.items():
-        row = [m["mae"], m["rmse"], m["mase"], m["last_horizon"]["mae"]]
-        row += [m["return_mae"]] if logret else []
+        last = m["last_horizon"]
+        row = [m["mae"], m["rmse"], m["mase"]]
         row += [m.get("direction_accuracy")] if returns else []
-        cells = "".join(f"{_fmt(v):>12}" for v in row)
-        lines.append(f"{name:16}{cells}")
+        row += [last["mae"]]
+        row += [last["return_mae"], last["return_rmse"]] if logret else []
+        row += [last.get("direction_accuracy")] if returns else []
+        lines.append(f"{name:15}" + "".join(f"{_fmt(v):>12}" for v in row))
     if returns:
-        lines.append(f"always-up direction accuracy: {report['up_fraction']:.3f}")
+        lines.append(
+            f"always-up direction accuracy: {report['up_fraction']:.3f} "
+            f"({report['up_fraction_last_horizon']:.3f} at T+{report['horizon']}); "
+            "lr = log return from T"
+            if logret
+            else f"always-up direction accuracy: {report['up_fraction']:.3f} "
+            f"({report['up_fraction_last_horizon']:.3f} at T+{report['horizon']})"
+        )
     if "verdict" in report:
         lines.append(report["verdict"])
     return "\n".join(lines)
