@@ -206,6 +206,11 @@ def test_train_evaluate_and_forecast_end_to_end(tmp_path, capsys):
     assert evaluated["model"]["mae"] == pytest.approx(report["model"]["mae"], rel=1e-6)
     assert evaluated["baselines"]["ar"]["mae"] == pytest.approx(report["baselines"]["ar"]["mae"])
 
+    assert main(["evaluate", str(out)]) == 0
+    text = capsys.readouterr().out
+    for line in ("model_mase", "naive_mase", "seasonal_naive_mase", "ar_mase", "verdict"):
+        assert line in text
+
     recent = tmp_path / "recent.csv"
     pd.read_csv(csv).tail(30).to_csv(recent, index=False)
     assert main(["forecast", str(out), "--csv", str(recent)]) == 0
