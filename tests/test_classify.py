@@ -141,6 +141,14 @@ def test_task_evaluate_sums_confusion_across_batches():
     assert whole["accuracy"] == pytest.approx(float((predicted == targets).double().mean()))
 
 
+def test_token_dropout_replaces_whole_tokens_in_training_only():
+    model = make("mean", token_dropout=0.999999)  # seeded: every token is dropped
+    _, ids, lengths = batch((5, 3))
+    unknown = ids.masked_fill(ids != 0, 1)  # every real token -> <unk>, padding stays 0
+    torch.testing.assert_close(model.train()(ids, lengths), model.eval()(unknown, lengths))
+    assert not torch.allclose(model.eval()(ids, lengths), model(unknown, lengths))
+
+
 def test_config_round_trip_and_bad_values():
     config = ClassifierConfig(num_classes=2, vocab_size=5, pooling="attention")
     assert ClassifierConfig.from_dict(config.to_dict()) == config

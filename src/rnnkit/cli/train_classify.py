@@ -171,6 +171,12 @@ def register(subparsers) -> None:
         help="dropout on embeddings / inputs (default 0.5 text, 0 series)",
     )
     model.add_argument(
+        "--token-dropout",
+        type=float,
+        default=0.0,
+        help="text: replace whole tokens by <unk> with this probability in training (default 0)",
+    )
+    model.add_argument(
         "--output-dropout",
         type=float,
         default=0.5,
@@ -328,6 +334,7 @@ def _check(args) -> None:
         "--dropout",
         "--input-dropout",
         "--output-dropout",
+        "--token-dropout",
         "--variational-dropout",
         "--weight-drop",
         "--zoneout",
@@ -433,6 +440,7 @@ def _model(args, text: bool) -> dict:
     }
     if text:
         model["freeze_embeddings"] = args.freeze_embeddings
+        model["token_dropout"] = args.token_dropout
         if args.embedding_size is not None:
             model["embedding_size"] = args.embedding_size
     return model

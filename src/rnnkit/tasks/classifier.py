@@ -3,6 +3,7 @@ r"""Sequence classification (many-to-one): encoder of any rnnkit layer, pooling,
 Pipeline, for token ids or numeric series of variable length::
 
     e = Embedding(ids)            or   e = x                         (B, T, E) or (B, T, C)
+                                  (training: each id -> <unk> with prob. token_dropout)
     e = ReLU(Conv1d_stride(e))    (optional front end: T' = ⌊(T + 2⌊k/2⌋ − k) / s⌋ + 1)
     h = RNN(e, lengths)           any rnnkit layer, stacked, uni- or bidirectional   (B, T', D·H)
     z = pool(h)                   last | mean | max | attention over the valid steps  (B, D·H)
@@ -67,6 +68,8 @@ class ClassifierConfig:
     input_size: int | None = None
     embedding_size: int = 128
     padding_idx: int = 0
+    unknown_idx: int = 1
+    token_dropout: float = 0.0  # training: each token becomes unknown_idx with this probability
     freeze_embeddings: bool = False
     cell: str = "lstm"
     hidden_size: int = 128
@@ -98,7 +101,7 @@ class ClassifierConfig:
                 "conv_channels must be >= 0, conv_kernel_size and conv_stride >= 1; got "
                 f"{self.conv_channels}, {self.conv_kernel_size}, {self.conv_stride}"
             )
-        for name in ("dropout", "input_dropout", "output_dropout"):
+        for name in ("dropout", "input_dropout", "output_dropout", "token_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}")
 
@@ -256,6 +259,12 @@ class Classifier(Task):
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.int64)
         lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
+        if self.embedding is not None and self.training and self.settings.token_dropout > 0:
+            # Word dropout (Iyyer et al. 2015): whole tokens become unknown, padding stays.
+            drop = torch.rand(inputs.shape, device=inputs.device) < self.settings.token_dropout
+            inputs = inputs.masked_fill(
+                drop & (inputs != self.settings.padding_idx), self.settings.unknown_idx
+            )
         x = self.embedding(inputs) if self.embedding is not None else inputs
         x = self.input_dropout(x)
         if self.conv is not None:

@@ -380,6 +380,7 @@ def _build_model(prepared: PreparedData, model: dict, data: ClassifyData) -> Cla
         options["input_size"] = prepared.input_size
         options.pop("embedding_size", None)
         options.pop("freeze_embeddings", None)
+        options.pop("token_dropout", None)
     weights = None
     if data.class_weights:
         weights = class_weights(prepared.targets["train"], len(prepared.labels))
