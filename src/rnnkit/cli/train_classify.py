@@ -42,15 +42,16 @@ def register(subparsers) -> None:
         "classify",
         help="sequence classification of CSV text or .ts series",
         description=(
-            "Train a sequence classifier: (embedding | numeric input) -> optional strided Conv1d "
-            "-> recurrent layers -> pooling -> linear. Text comes from a CSV file "
-            "(--csv, --text-column, --label-column), series from UEA/UCR .ts files "
-            "(--ts-train, --ts-test), or a built-in --dataset. Without a test file a seeded "
-            "random --test-fraction is the test split; --val-fraction of the rest validates. "
-            "Writes a run directory (config.json, encoders.json, splits.json, "
-            "model.safetensors, metrics.jsonl, trainer_state/) and, at the end, the test "
-            "split's accuracy, macro-F1 and confusion matrix (test_metrics.json, "
-            f"confusion_test.png). Default length: --epochs {DEFAULT_EPOCHS}."
+            "Train a sequence classifier:\n"
+            "  (embedding | numeric input) -> optional strided Conv1d -> recurrent layers\n"
+            "  -> pooling (last, mean, max, attention) -> linear.\n"
+            "Text comes from a CSV file (--csv, --text-column, --label-column), series from\n"
+            "UEA/UCR .ts files (--ts-train, --ts-test), or a built-in --dataset. Without a test\n"
+            "file a seeded random --test-fraction is the test split; --val-fraction of the rest\n"
+            "validates. Writes a run directory (config.json, encoders.json, splits.json,\n"
+            "model.safetensors, metrics.jsonl, trainer_state/) and at the end the test split's\n"
+            "accuracy, macro-F1 and confusion matrix (test_metrics.json, confusion_test.png).\n"
+            f"Default length: --epochs {DEFAULT_EPOCHS}."
         ),
         epilog=(
             "examples:\n"
