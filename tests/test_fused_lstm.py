@@ -155,6 +155,7 @@ GRADCHECK_CASES = {
     "peephole + keep": dict(peephole=True, keep=True),
     "coupled + peephole + proj": dict(coupled=True, peephole=True, proj=True),
     "layer_norm + keep": dict(layer_norm=True, keep=True),
+    "layer_norm without bias": dict(layer_norm=True, bias=False),
     "everything": dict(peephole=True, layer_norm=True, proj=True, keep=True),
     "coupled + layer_norm + keep": dict(coupled=True, layer_norm=True, keep=True),
 }
@@ -164,30 +165,35 @@ GRADCHECK_CASES = {
 def test_gradcheck_recurrence(case):
     """gradcheck of the autograd.Function itself, every differentiable input at once."""
     opt = GRADCHECK_CASES[case]
-    coupled = opt.get("coupled", False)
+    coupled, peephole = opt.get("coupled", False), opt.get("peephole", False)
+    layer_norm, proj, keep = opt.get("layer_norm", False), opt.get("proj", False), opt.get("keep")
     torch.manual_seed(3)
     T, B, Hs = 3, 2, 3
-    P = 2 if opt.get("proj") else Hs
+    P = 2 if proj else Hs
     G = (3 if coupled else 4) * Hs
 
-    def rand(*shape, scale=0.5, shift=0.0):
-        return (torch.randn(*shape, dtype=DOUBLE) * scale + shift).requires_grad_()
+    def rand(*shape, shift=0.0):
+        return (torch.randn(*shape, dtype=DOUBLE) * 0.5 + shift).requires_grad_()
 
-    peephole, layer_norm = opt.get("peephole", False), opt.get("layer_norm", False)
+    if layer_norm:  # x, W_ih, bias, input-side gain
+        inputs = (rand(T, B, I), rand(G, I), rand(G) if opt.get("bias", True) else None,
+                  rand(G, shift=1.0))  # fmt: skip
+    else:  # input pre-activations
+        inputs = (rand(T, B, G), None, None, None)
     args = (
-        rand(T, B, G),
+        *inputs,
         rand(G, P),
         rand(B, P),
         rand(B, Hs),
-        rand(P, Hs) if opt.get("proj") else None,
+        rand(P, Hs) if proj else None,
         rand(Hs) if peephole and not coupled else None,
         rand(Hs) if peephole else None,
         rand(Hs) if peephole else None,
         rand(G, shift=1.0) if layer_norm else None,
         rand(Hs, shift=1.0) if layer_norm else None,
         rand(Hs) if layer_norm else None,
-        torch.rand(T, B, P, dtype=DOUBLE) if opt.get("keep") else None,
-        torch.rand(T, B, Hs, dtype=DOUBLE) if opt.get("keep") else None,
+        torch.rand(T, B, P, dtype=DOUBLE) if keep else None,
+        torch.rand(T, B, Hs, dtype=DOUBLE) if keep else None,
     )
 
     def recurrence(*a):

@@ -2,29 +2,34 @@ r"""Whole-sequence LSTM with a hand-written BPTT backward: the ``fused`` backend
 
 :func:`lstm_scan` computes exactly :func:`rnnkit.backends.reference.scan` for an
 :class:`~rnnkit.cells.LSTMCell` with any options (peephole, coupled, layer_norm, proj_size,
-forget_bias, bias), in two parts:
+forget_bias, bias). Without layer norm the input side is one matmul for all T steps (ordinary
+autograd ops over T·B rows)::
 
-1. The input side for all T steps at once, with ordinary autograd ops over T·B rows::
+    X_t = W_ih x_t + b_ih + b_hh + forget_bias·[f block]
 
-       X_t = LN_ih(W_ih x_t) + b_ih + b_hh + forget_bias·[f block]     (LN_ih with layer_norm)
+and the recurrence runs in one :class:`torch.autograd.Function` (``_LSTMRecurrence``) whose
+backward is BPTT written by hand: no per-step autograd graph, every per-step result written in
+place into buffers allocated once, everything that does not depend on the recurrence (gate
+derivative factors, weight gradients) computed in bulk over all T steps. One step::
 
-2. The recurrence in one :class:`torch.autograd.Function` (``_LSTMRecurrence``) whose backward
-   is BPTT written by hand: no per-step autograd graph, every per-step result written in place
-   into buffers allocated once, everything that does not depend on the recurrence (gate
-   derivative factors, weight gradients) computed in bulk over all T steps. One step::
+    a_t  = X_t + W_hh h_{t-1}          (layer norm: LN(W_ih x_t) γ_ih + LN(W_hh h_{t-1}) γ_hh + b)
+    i, f = σ(a_i + w_ci ⊙ c_{t-1}), σ(a_f + w_cf ⊙ c_{t-1})    (coupled: i = 1 - f)
+    g    = tanh(a_g)
+    c̃_t  = f ⊙ c_{t-1} + i ⊙ g
+    o    = σ(a_o + w_co ⊙ c̃_t)
+    h̃_t  = W_hr (o ⊙ tanh(LN_c(c̃_t)))                     (W_hr with proj_size, LN_c with LN)
+    h_t  = keep_h ⊙ h_{t-1} + (1 - keep_h) ⊙ h̃_t,   c_t = keep_c ⊙ c_{t-1} + (1 - keep_c) ⊙ c̃_t
 
-       a_t  = X_t + LN_hh(W_hh h_{t-1})                       (plain W_hh h_{t-1} without LN)
-       i, f = σ(a_i + w_ci ⊙ c_{t-1}), σ(a_f + w_cf ⊙ c_{t-1})    (coupled: i = 1 - f)
-       g    = tanh(a_g)
-       c̃_t  = f ⊙ c_{t-1} + i ⊙ g
-       o    = σ(a_o + w_co ⊙ c̃_t)
-       h̃_t  = W_hr (o ⊙ tanh(LN_c(c̃_t)))                     (W_hr with proj_size, LN_c with LN)
-       h_t  = keep_h ⊙ h_{t-1} + (1 - keep_h) ⊙ h̃_t,   c_t = keep_c ⊙ c_{t-1} + (1 - keep_c) ⊙ c̃_t
+With layer norm the input matmul is still one bulk matmul, but inside the Function: both
+per-gate-block layer norms of a step run as one call on adjacent rows, while the step's data is
+in cache — in bulk they cost several passes over (T, B, 4H) tensors, more than the whole step.
 
-Internally the gate blocks are reordered from torch's (i, f, g, o) to (o, i, f, g) — coupled:
-(f, g, o) to (o, f, g) — by permuting weight rows once per call, so one ``sigmoid_`` covers
-the sigmoid gates and one ``tanh_`` the candidate, and in the backward one multiplication writes
-the i, f, g pre-activation gradients and the carried ``dL/dc_{t-1}`` side by side.
+Speed notes. Gate blocks are reordered from torch's (i, f, g, o) to (o, i, f, g) — coupled:
+(f, g, o) to (o, f, g) — by permuting weight rows once per call, so one ``sigmoid_`` covers all
+gates and, in the backward, one multiplication writes the i, f, g pre-activation gradients and
+the carried ``dL/dc_{t-1}`` side by side. tanh is several times slower than sigmoid on CPU, so
+``tanh(a) = 2σ(2a) - 1``: the candidate's rows arrive doubled and share the sigmoid pass, and
+``o ⊙ tanh(c̃) = o - 2 o ⊙ σ(-2c̃)``.
 
 Shapes: T steps, B batch, I ``input_size``, H ``hidden_size``, P ``proj_size`` or H,
 G = 4H (3H when coupled).
@@ -36,13 +41,13 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.lstm import LAYER_NORM_EPS, LSTMCell
 
+_layer_norm = torch.native_layer_norm  # -> (normalised, mean, rstd)
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward.default
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # out = grad * y * (1 - y)
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input  # out = grad * (1 - y²)
@@ -85,37 +90,33 @@ def lstm_scan(
         return x.new_zeros(0, B, P), state
     G = k * H
     order = _internal_order(k, H, x.device)
+    double_g = _candidate_doubling(k, H, x.device, x.dtype)  # see the module docstring
     w = weights
 
-    # Input side for all steps in bulk (ordinary autograd ops over T*B rows).
-    x_rows = x.reshape(T * B, x.shape[2])
-    w_ih = w["weight_ih"].index_select(0, order)
-    bias = None
-    if cell.bias:
-        bias = (w["bias_ih"] + w["bias_hh"]).index_select(0, order)
+    def rows(name: str) -> Tensor:  # a parameter's rows in the internal gate order
+        return w[name].index_select(0, order)
+
+    bias = (w["bias_ih"] + w["bias_hh"]).index_select(0, order) * double_g if cell.bias else None
     if cell.forget_bias:
         if bias is None:
             bias = x.new_zeros(G)
         f = 1 if cell.coupled else 2  # the forget block in (o, f, g) / (o, i, f, g)
         bias[f * H : (f + 1) * H] += cell.forget_bias
-    if cell.layer_norm:
-        xi = (x_rows @ w_ih.t()).view(T * B, k, H)
-        xi = F.layer_norm(xi, (H,), eps=LAYER_NORM_EPS).view(T * B, G)
-        xi = xi * w["layer_norm_ih_weight"].index_select(0, order)
-        if bias is not None:
-            xi = xi + bias
-    elif bias is not None:
-        xi = torch.addmm(bias, x_rows, w_ih.t())
-    else:
-        xi = x_rows @ w_ih.t()
-
-    g_hh = None
-    if cell.layer_norm:
-        g_hh = w["layer_norm_hh_weight"].index_select(0, order)
+    if cell.layer_norm:  # layer norm is scale-invariant: double the gains, not the weights
+        inputs = (x, rows("weight_ih"), bias, rows("layer_norm_ih_weight") * double_g)
+        w_hh = rows("weight_hh")
+        g_hh = rows("layer_norm_hh_weight") * double_g
+    else:  # the input side for all steps in one matmul
+        w_ih = rows("weight_ih") * double_g[:, None]
+        x_rows = x.reshape(T * B, x.shape[2])
+        xi = x_rows @ w_ih.t() if bias is None else torch.addmm(bias, x_rows, w_ih.t())
+        inputs = (xi.view(T, B, G), None, None, None)
+        w_hh = rows("weight_hh") * double_g[:, None]
+        g_hh = None
     h, c_last = _LSTMRecurrence.apply(
         cell.coupled,
-        xi.view(T, B, G),
-        w["weight_hh"].index_select(0, order),
+        *inputs,
+        w_hh,
         state.h,
         state.c,
         w["weight_hr"] if cell.proj_size else None,
@@ -132,75 +133,92 @@ def lstm_scan(
 
 
 class _LSTMRecurrence(torch.autograd.Function):
-    """The recurrence over precomputed input pre-activations, with hand-written BPTT.
+    """The recurrence with hand-written BPTT, in the internal gate order (o, i, f, g) / (o, f, g).
 
-    Inputs (internal gate order (o, i, f, g) / coupled (o, f, g); optional ones may be None):
-    ``coupled``; ``xi`` (T, B, G); ``w_hh`` (G, P); ``h0`` (B, P); ``c0`` (B, H);
-    ``w_hr`` (P, H); peepholes ``w_ci``, ``w_cf``, ``w_co`` (H); recurrent layer-norm gain
-    ``g_hh`` (G); cell layer norm ``g_c``, ``b_c`` (H); ``keep_h`` (T, B, P), ``keep_c`` (T, B, H).
+    Inputs (optional ones may be None): ``coupled``; without layer norm ``xi`` (T, B, G) the
+    input pre-activations (candidate rows doubled) and ``w_ih = bias = g_ih = None``; with
+    layer norm ``xi`` is ``x`` (T, B, I), ``w_ih`` (G, I), ``bias`` (G), ``g_ih`` (G);
+    ``w_hh`` (G, P); ``h0`` (B, P); ``c0`` (B, H); ``w_hr`` (P, H); peepholes ``w_ci``,
+    ``w_cf``, ``w_co`` (H); recurrent layer-norm gain ``g_hh`` (G); cell layer norm ``g_c``,
+    ``b_c`` (H); ``keep_h`` (T, B, P), ``keep_c`` (T, B, H).
     Outputs: ``h`` (T, B, P) and ``c_T`` (B, H).
     """
 
     @staticmethod
-    def forward(ctx, coupled, xi, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh, g_c, b_c, keep_h,
-                keep_c):  # fmt: skip
-        T, B, G = xi.shape
-        H, P = c0.shape[1], h0.shape[1]
+    def forward(ctx, coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
+                g_c, b_c, keep_h, keep_c):  # fmt: skip
+        T, B = xi.shape[:2]
+        G, H, P = w_hh.shape[0], c0.shape[1], h0.shape[1]
         k = G // H
-        peephole = w_co is not None
+        peephole, layer_norm = w_co is not None, g_hh is not None
         eps = LAYER_NORM_EPS
         new = xi.new_empty
 
-        # Buffers. gates holds the activations o, i, f, g (coupled: o, f, g).
+        # Buffers. gates holds the activations o, i, f, g (coupled: o, f, g); squash holds
+        # σ(-2c̃) (σ(-2 LN_c(c̃)) with layer norm), so that tanh(·) = 1 - 2 squash.
         gates = new(T, B, G)
         h_all = new(T, B, P)
-        c_all = new(T, B, H)  # carried c_t (mixed with keep_c)
-        c_new = c_all if keep_c is None else new(T, B, H)  # the cell's c̃_t
-        tanh_c = new(T, B, H)
-        raw_hh = new(T, B, G) if g_hh is not None else None  # W_hh h_{t-1} before its LN
+        c_seq = new(T + 1, B, H)  # c_0 and the carried c_t (mixed with keep_c)
+        c_seq[0] = c0
+        c_new = c_seq[1:] if keep_c is None else new(T, B, H)  # the cell's c̃_t
+        squash = new(T, B, H)
         h_tmp = new(B, P) if keep_h is not None else None
         m_tmp = new(B, H) if w_hr is not None else None
         cg_tmp = new(B, H) if coupled else None
+        minus_one = xi.new_full((), -1.0)
 
         # Per-step views, made once.
-        xi_t, a_t, h_t, c_t, cn_t, tc_t = (
-            v.unbind(0) for v in (xi, gates, h_all, c_all, c_new, tanh_c)
-        )
+        a_t, h_t, cn_t, sq_t = (v.unbind(0) for v in (gates, h_all, c_new, squash))
+        c_t = c_seq.unbind(0)  # c_t[t] is c_{t-1} of step t
         h_prev = (h0, *h_t[:-1])
-        c_prev = (c0, *c_all.unbind(0)[:-1])
-        s = (k - 1) * H  # sigmoid blocks end, candidate block starts
+        s = (k - 1) * H  # the candidate block starts here
         o_t = gates[..., :H].unbind(0)
         g_t = gates[..., s:].unbind(0)
         f_t = gates[..., s - H : s].unbind(0)
         i_t = None if coupled else gates[..., H : 2 * H].unbind(0)
-        sig_t = gates[..., H if peephole else 0 : s].unbind(0)
+        sig_t = gates[..., H:].unbind(0) if peephole else a_t  # o waits for c̃ with peephole
         if peephole and not coupled:
             pre_if_t = gates[..., H:s].view(T, B, 2, H).unbind(0)
-            c_prev_3d = (c0.view(B, 1, H), *c_all.view(T, B, 1, H).unbind(0)[:-1])
+            c_prev_3d = c_seq.view(T + 1, B, 1, H).unbind(0)
             w_if = torch.stack((w_ci, w_cf))
         w_hh_t = w_hh.t()
         w_hr_t = w_hr.t() if w_hr is not None else None
-        raw_t = raw_hh.unbind(0) if raw_hh is not None else None
         kh_t = keep_h.unbind(0) if keep_h is not None else None
         kc_t = keep_c.unbind(0) if keep_c is not None else None
-        stats_hh, stats_c = [], []
+        if layer_norm:
+            # raw[t] = [W_ih x_t, W_hh h_{t-1}], adjacent so one layer-norm call covers both.
+            raw = new(T, B, 2, G)
+            torch.mm(xi.reshape(T * B, -1), w_ih.t(), out=raw.view(T * B, 2 * G)[:, :G])
+            raw_t, raw_h_t = raw.unbind(0), raw[:, :, 1].unbind(0)
+            normed_ab = []
+            g_c2, b_c2 = g_c * -2, b_c * -2
+        else:
+            raw = None
+            xi_t = xi.unbind(0)
+        stats_ab, stats_c = [], []
 
         for t in range(T):
-            hp, cp, a, cn = h_prev[t], c_prev[t], a_t[t], cn_t[t]
-            if g_hh is None:
+            hp, cp, a, cn, sq = h_prev[t], c_t[t], a_t[t], cn_t[t], sq_t[t]
+            if not layer_norm:
                 torch.addmm(xi_t[t], hp, w_hh_t, out=a)
             else:
-                r = torch.mm(hp, w_hh_t, out=raw_t[t])
-                normed, mean, rstd = torch.native_layer_norm(r.view(B, k, H), (H,), None, None, eps)
-                torch.addcmul(xi_t[t], normed.view(B, G), g_hh, out=a)
-                stats_hh.append((mean, rstd))
+                torch.mm(hp, w_hh_t, out=raw_h_t[t])
+                normed, mean, rstd = _layer_norm(raw_t[t].view(B, 2 * k, H), (H,), None, None, eps)
+                n_x, n_h = normed.view(B, 2, G).unbind(1)
+                if bias is None:
+                    torch.mul(n_x, g_ih, out=a)
+                else:
+                    torch.addcmul(bias, n_x, g_ih, out=a)
+                a.addcmul_(n_h, g_hh)
+                normed_ab.append(normed)
+                stats_ab.append((mean, rstd))
             if peephole:
                 if coupled:
                     f_t[t].addcmul_(cp, w_cf)
                 else:
                     pre_if_t[t].addcmul_(c_prev_3d[t], w_if)
             sig_t[t].sigmoid_()
-            g_t[t].tanh_()
+            torch.add(minus_one, g_t[t], alpha=2, out=g_t[t])  # g = 2σ(2a) - 1 = tanh(a)
             if coupled:  # c̃ = g + f (c_{t-1} - g)
                 torch.sub(cp, g_t[t], out=cg_tmp)
                 torch.addcmul(g_t[t], f_t[t], cg_tmp, out=cn)
@@ -209,22 +227,21 @@ class _LSTMRecurrence(torch.autograd.Function):
                 cn.addcmul_(i_t[t], g_t[t])
             if peephole:
                 o_t[t].addcmul_(cn, w_co).sigmoid_()
-            if g_c is None:
-                torch.tanh(cn, out=tc_t[t])
+            if not layer_norm:
+                torch.mul(cn, -2, out=sq).sigmoid_()
             else:
-                normed, mean, rstd = torch.native_layer_norm(cn, (H,), g_c, b_c, eps)
-                torch.tanh(normed, out=tc_t[t])
+                normed, mean, rstd = _layer_norm(cn, (H,), g_c2, b_c2, eps)
+                torch.sigmoid(normed, out=sq)
                 stats_c.append((mean, rstd))
-            ht = h_t[t] if keep_h is None else h_tmp
-            if w_hr is None:
-                torch.mul(o_t[t], tc_t[t], out=ht)
-            else:
-                torch.mul(o_t[t], tc_t[t], out=m_tmp)
-                torch.mm(m_tmp, w_hr_t, out=ht)
+            # m = o tanh(·) = o - 2 o squash; h̃ = W_hr m or m
+            m = m_tmp if w_hr is not None else h_tmp if keep_h is not None else h_t[t]
+            torch.addcmul(o_t[t], o_t[t], sq, value=-2, out=m)
+            if w_hr is not None:
+                m = torch.mm(m, w_hr_t, out=h_t[t] if keep_h is None else h_tmp)
             if keep_h is not None:
-                torch.lerp(ht, hp, kh_t[t], out=h_t[t])
+                torch.lerp(m, hp, kh_t[t], out=h_t[t])
             if keep_c is not None:
-                torch.lerp(cn, cp, kc_t[t], out=c_t[t])
+                torch.lerp(cn, cp, kc_t[t], out=c_t[t + 1])
 
         def stack(stats):  # [(mean, rstd)] per step -> (T, …) mean, rstd
             if not stats:
@@ -232,29 +249,34 @@ class _LSTMRecurrence(torch.autograd.Function):
             return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
 
         ctx.coupled = coupled
+        # The per-step normalised [W_ih x, W_hh h] (fresh tensors of this Function, never
+        # visible outside) stay a list: stacking them would copy (T, B, 2G) for nothing.
+        ctx.normed_ab = normed_ab if layer_norm else None
         ctx.save_for_backward(
-            w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh, g_c, b_c, keep_h, keep_c,
-            gates, h_all, c_all, c_new if keep_c is not None else None, tanh_c, raw_hh,
-            *stack(stats_hh), *stack(stats_c),
+            xi if layer_norm else None, w_ih, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
+            g_c, b_c, keep_h, keep_c, gates, h_all, c_seq,
+            c_new if keep_c is not None else None, squash, raw, *stack(stats_ab), *stack(stats_c),
         )  # fmt: skip
         ctx.set_materialize_grads(False)
-        return h_all, c_all[-1].clone()
+        return h_all, c_seq[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_h, d_c_last):
         (
-            w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh, g_c, b_c, keep_h, keep_c,
-            gates, h_all, c_all, c_new, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c,
+            x, w_ih, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh, g_c, b_c, keep_h, keep_c,
+            gates, h_all, c_seq, c_new, squash, raw, mean_ab, rstd_ab, mean_c, rstd_c,
         ) = ctx.saved_tensors  # fmt: skip
         coupled = ctx.coupled
+        normed_ab = ctx.normed_ab
         needs = ctx.needs_input_grad
         T, B, G = gates.shape
         H, P = c0.shape[1], h0.shape[1]
         k = G // H
-        peephole = w_co is not None
+        peephole, layer_norm = w_co is not None, g_hh is not None
+        c_prev = c_seq[:-1]
         if c_new is None:
-            c_new = c_all
+            c_new = c_seq[1:]
         if d_h is None:
             d_h = h_all.new_zeros(T, B, P)
         new = gates.new_empty
@@ -262,7 +284,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         # Factors that do not depend on the recurrence, in bulk over all T steps.
         s = (k - 1) * H
         o, g, f = gates[..., :H], gates[..., s:], gates[..., s - H : s]
-        c_prev = torch.cat((c0.unsqueeze(0), c_all[:-1]))
+        tanh_c = torch.rsub(squash, 1, alpha=2)  # tanh(c̃) or tanh(LN_c(c̃))
         # dL/dm -> dL/d(LN_c output or c̃) through tanh, and -> dL/da_o
         tanh_factor = _tanh_backward(o, tanh_c, grad_input=new(T, B, H))  # o (1 - tanh²)
         o_factor = _sigmoid_backward(tanh_c, o, grad_input=new(T, B, H))  # tanh o (1 - o)
@@ -272,11 +294,12 @@ class _LSTMRecurrence(torch.autograd.Function):
                 tanh_factor.addcmul_(o_factor, w_co)
             else:
                 co_factor = o_factor * w_co
-        # dL/dc̃ -> [da_i, da_f, da_g, dL/dc_{t-1}] (coupled: [da_f, da_g, dL/dc_{t-1}])
+        # dL/dc̃ -> [da_i, da_f, da_g, dL/dc_{t-1}] (coupled: [da_f, da_g, dL/dc_{t-1}]);
+        # the candidate's pre-activation is doubled, hence d tanh(a)/d(2a) = (1 - g²) / 2.
         dc_factor = new(T, B, k, H)
         if coupled:
             _sigmoid_backward(c_prev - g, f, grad_input=dc_factor[:, :, 0])
-            _tanh_backward(1 - f, g, grad_input=dc_factor[:, :, 1])
+            _tanh_backward(torch.rsub(f, 0.5, alpha=0.5), g, grad_input=dc_factor[:, :, 1])
             dc_factor[:, :, 2] = f
             if peephole:
                 dc_factor[:, :, 2].addcmul_(dc_factor[:, :, 0], w_cf)
@@ -284,7 +307,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             i = gates[..., H : 2 * H]
             _sigmoid_backward(g, i, grad_input=dc_factor[:, :, 0])
             _sigmoid_backward(c_prev, f, grad_input=dc_factor[:, :, 1])
-            _tanh_backward(i, g, grad_input=dc_factor[:, :, 2])
+            _tanh_backward(i, g, grad_input=dc_factor[:, :, 2]).mul_(0.5)
             dc_factor[:, :, 3] = f
             if peephole:
                 dc_factor[:, :, 3].addcmul_(dc_factor[:, :, 0], w_ci)
@@ -295,7 +318,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_h_total = new(T, B, P)  # dL/dh_t, everything included
         d_h_cell = new(T, B, P) if keep_h is not None and w_hr is not None else None
         d_norm_c = new(T, B, H) if g_c is not None else None  # dL/d LN_c(c̃_t)
-        d_raw_hh = [] if g_hh is not None else None
         dm_tmp = new(B, P if w_hr is None else H)
         dc_tmp = new(B, H)
         dk_tmp = new(B, H) if keep_c is not None else None
@@ -313,12 +335,16 @@ class _LSTMRecurrence(torch.autograd.Function):
             dhc_t = d_h_cell.unbind(0) if d_h_cell is not None else None
         if keep_c is not None:
             not_kc_t = (1 - keep_c).unbind(0)
-        if g_c is not None:
+        if layer_norm:
             dn_t, cn_t = d_norm_c.unbind(0), c_new.unbind(0)
             mc_t, rc_t = mean_c.unbind(0), rstd_c.unbind(0)
             cof_t = co_factor.unbind(0) if co_factor is not None else None
-        if g_hh is not None:
-            raw_t, mh_t, rh_t = raw_hh.unbind(0), mean_hh.unbind(0), rstd_hh.unbind(0)
+            raw_t, mab_t, rab_t = raw.unbind(0), mean_ab.unbind(0), rstd_ab.unbind(0)
+            d_raw = new(T, B, 2, G)  # dL/d[W_ih x_t, W_hh h_{t-1}]
+            d_raw_t = d_raw.unbind(0)
+            gains = torch.stack((g_ih, g_hh)).unsqueeze(0)  # (1, 2, G)
+            gain_grads = h0.new_zeros(B, 2, G)  # Σ_t dL/da_t ⊙ LN(·), summed over B at the end
+            dn_ab = new(B, 2, G)
 
         d_h_total[T - 1] = d_h[T - 1]
         dc = d_c_last  # dL/dc_t (carried); None means zero
@@ -333,7 +359,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             dcc = dc  # dL/dc̃_t from the carried c_t
             if keep_c is not None and dc is not None:
                 dcc = torch.mul(dc, not_kc_t[t], out=dk_tmp)
-            if g_c is None:
+            if not layer_norm:
                 if dcc is None:
                     dcn = torch.mul(dm, tf_t[t], out=dc_tmp)
                 else:
@@ -353,12 +379,15 @@ class _LSTMRecurrence(torch.autograd.Function):
                 gr_c[t].addcmul_(dc, kc_t[t])
             dc = gr_c[t]
             da = gr_a[t]
-            if g_hh is not None:
-                da = _layer_norm_backward(
-                    (da * g_hh).view(B, k, H), raw_t[t].view(B, k, H), (H,), mh_t[t], rh_t[t],
-                    None, None, _INPUT_GRAD_ONLY,
-                )[0].view(B, G)  # fmt: skip
-                d_raw_hh.append(da)
+            if layer_norm:
+                da_ab = da.unsqueeze(1)
+                torch.mul(da_ab, gains, out=dn_ab)
+                gain_grads.addcmul_(da_ab, normed_ab[t].view(B, 2, G))
+                dr = _layer_norm_backward(
+                    dn_ab.view(B, 2 * k, H), raw_t[t].view(B, 2 * k, H), (H,), mab_t[t],
+                    rab_t[t], None, None, _INPUT_GRAD_ONLY,
+                )[0]  # fmt: skip
+                da = d_raw_t[t].copy_(dr.view(B, 2, G))[:, 1]
             if t > 0:
                 torch.addmm(dh_t[t - 1], da, w_hh, out=dht_t[t - 1])
                 if keep_h is not None:
@@ -371,40 +400,59 @@ class _LSTMRecurrence(torch.autograd.Function):
 
         # Weight gradients in bulk.
         d_a = grads[..., :G]
-        d_xi = d_a if needs[1] else None
-        d_w_hh = d_w_hr = d_ci = d_cf = d_co = d_g_hh = d_g_c = d_b_c = None
-        if needs[2]:
-            d_rec = d_a if d_raw_hh is None else torch.stack(d_raw_hh[::-1])
-            h_prev = torch.cat((h0.unsqueeze(0), h_all[:-1]))
-            d_w_hh = d_rec.reshape(T * B, G).t() @ h_prev.reshape(T * B, P)
-        if w_hr is not None and needs[5]:
+        d_xi = d_w_ih = d_bias = d_g_ih = d_g_hh = None
+        d_w_hh = d_w_hr = d_ci = d_cf = d_co = d_g_c = d_b_c = None
+        if layer_norm:
+            d_rx = d_raw[:, :, 0].reshape(T * B, G)
+            if needs[1]:
+                d_xi = (d_rx @ w_ih).view(T, B, -1)
+            if needs[2]:
+                d_w_ih = d_rx.t() @ x.reshape(T * B, -1)
+            if needs[3]:
+                d_bias = _sum_tb(d_a)
+            d_g_ih, d_g_hh = gain_grads.sum(0).unbind(0)
+            d_rec = d_raw[:, :, 1]
+        else:
+            d_xi = d_a if needs[1] else None
+            d_rec = d_a
+        if needs[5]:
+            d_w_hh = torch.addmm(  # Σ_t da_t^T h_{t-1}, h_{-1} = h0
+                d_rec[0].t() @ h0, d_rec[1:].reshape(-1, G).t(), h_all[:-1].reshape(-1, P)
+            )
+        if w_hr is not None and needs[8]:
             d_cell_h = d_h_cell if d_h_cell is not None else d_h_total
             m = o * tanh_c
             d_w_hr = d_cell_h.reshape(T * B, P).t() @ m.reshape(T * B, H)
         if peephole:
             f_block = 1 if coupled else 2
-            if needs[7]:
-                d_cf = _sum_tb(grads[..., f_block * H : (f_block + 1) * H] * c_prev)
-            if not coupled and needs[6]:
-                d_ci = _sum_tb(grads[..., H : 2 * H] * c_prev)
-            if needs[8]:
-                d_co = _sum_tb(grads[..., :H] * c_new)
-        if g_hh is not None and needs[9]:
-            normed = (raw_hh.view(T, B, k, H) - mean_hh) * rstd_hh
-            d_g_hh = _sum_tb(d_a * normed.view(T, B, G))
-        if g_c is not None:
             if needs[10]:
-                d_g_c = _sum_tb(d_norm_c * ((c_new - mean_c) * rstd_c))
+                d_cf = _sum_tb(grads[..., f_block * H : (f_block + 1) * H] * c_prev)
+            if not coupled and needs[9]:
+                d_ci = _sum_tb(grads[..., H : 2 * H] * c_prev)
             if needs[11]:
+                d_co = _sum_tb(grads[..., :H] * c_new)
+        if g_c is not None:
+            if needs[13]:
+                d_g_c = _sum_tb(d_norm_c * ((c_new - mean_c) * rstd_c))
+            if needs[14]:
                 d_b_c = _sum_tb(d_norm_c)
         return (
-            None, d_xi, d_w_hh, dh0 if needs[3] else None, dc0 if needs[4] else None,
-            d_w_hr, d_ci, d_cf, d_co, d_g_hh, d_g_c, d_b_c, None, None,
+            None, d_xi, d_w_ih, d_bias, d_g_ih if needs[4] else None, d_w_hh,
+            dh0 if needs[6] else None, dc0 if needs[7] else None, d_w_hr, d_ci, d_cf, d_co,
+            d_g_hh if needs[12] else None, d_g_c, d_b_c, None, None,
         )  # fmt: skip
 
 
 def _sum_tb(a: Tensor) -> Tensor:
     return a.sum((0, 1))
+
+
+@lru_cache(maxsize=64)
+def _candidate_doubling(k: int, H: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(G,) ones with 2 on the candidate block, the last in the internal order."""
+    scale = torch.ones(k * H, device=device, dtype=dtype)
+    scale[(k - 1) * H :] = 2
+    return scale
 
 
 @lru_cache(maxsize=64)
