@@ -19,6 +19,15 @@ from rnnkit.data.vocab import UNKNOWN, CharVocab
 from rnnkit.errors import InvalidInputError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and a busy machine makes more threads crawl)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- reading ------------------------------------------------------------------------------------
 def test_read_text_utf8_chinese_and_bom(tmp_path):
     path = tmp_path / "poem.txt"

@@ -22,6 +22,15 @@ from rnnkit.train import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and a busy machine makes more threads crawl)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Recurrent(Task):
     """y_t ≈ x_t + x_{t-1}: a tiny stateful regression task (batches of (x, y), (B, T, 1))."""
 

@@ -71,6 +71,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout and nothing else"
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.set_defaults(func=run)
 
 
@@ -97,12 +98,14 @@ def _format(value) -> str:
 
 
 def run(args) -> int:
+    from rnnkit.cli.train_lm import set_threads
     from rnnkit.io import RunDir
 
     for flag in ("batch_size", "bptt"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    set_threads(args.threads)
     run_dir = RunDir(args.run_dir).check()
     config = run_dir.read_config()
     result = _evaluator(config["task"])(args, run_dir, config)

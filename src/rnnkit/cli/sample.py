@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rnnkit.cli.main import UsageError
+from rnnkit.cli.train_lm import set_threads
 
 
 def register(subparsers) -> None:
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--top-k", type=int, help="sample only among the K likeliest characters")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.set_defaults(func=run)
 
 
@@ -46,6 +48,7 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    set_threads(args.threads)
     model, vocab, _ = load_language_model(args.run_dir)
     vocab.check_known(args.prime, "--prime")
     chars = generate(

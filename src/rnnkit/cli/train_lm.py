@@ -211,7 +211,21 @@ def register(subparsers) -> None:
         default=True,
         help="progress bar on stderr (default on)",
     )
+    runs.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)"
+    )
     parser.set_defaults(func=run)
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op CPU threads (None keeps torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _check(args) -> None:
@@ -288,6 +302,7 @@ def run(args) -> int:
     from rnnkit.train import ProgressBar, TensorBoard
 
     _check(args)
+    set_threads(args.threads)
     callbacks = [ProgressBar()] if args.progress else []
     if TensorBoard.available():
         callbacks.append(TensorBoard())

@@ -153,7 +153,7 @@ class StreamBatches:
         if batch_size < 1 or bptt < 1:
             raise ValueError(f"batch_size and bptt must be >= 1, got {batch_size} and {bptt}")
         n = ids.numel()
-        if n < bptt + 1:
+        if drop_last and n < bptt + 1:
             raise InvalidInputError(
                 f"the {what} has {n} characters, shorter than one window of bptt + 1 = "
                 f"{bptt + 1}; use a longer text or a smaller --bptt"

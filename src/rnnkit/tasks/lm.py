@@ -239,6 +239,7 @@ def generate(
 
 
 # -- evaluation -------------------------------------------------------------------------------
+@torch.no_grad()
 def evaluate_text(
     model: LanguageModel,
     vocab: CharVocab,
@@ -248,19 +249,42 @@ def evaluate_text(
     bptt: int = 100,
     what: str = "text",
 ) -> dict:
-    """Loss, bpc, perplexity of ``model`` on ``text``, read as ``batch_size`` streams.
+    """Loss, bpc, perplexity of ``model`` on every character of ``text`` after the first.
 
-    Characters outside the vocabulary are fed as ``<unk>``, not scored, and counted in
-    ``unknown``; ``unknown_chars`` lists up to 20 of them.
+    The text is read as ``batch_size`` streams; the few characters left over at the end are
+    scored as a continuation of the last stream. Characters outside the vocabulary are fed as
+    ``<unk>``, not scored, and counted in ``unknown``; ``unknown_chars`` lists up to 20.
     """
     ids = vocab.encode(text)
     if ids.numel() < 2:
         raise InvalidInputError(f"the {what} has {ids.numel()} character(s); need at least 2")
     streams = max(1, min(batch_size, (ids.numel() - 1) // bptt))
     batches = StreamBatches(ids, streams, bptt, drop_last=False, what=what)
-    metrics = model.evaluate(batches.epoch(0))
+    was_training = model.training
+    model.eval()
+    loss_sum, count, unknown, state = 0.0, 0, 0.0, None
+    for batch in batches.epoch(0):
+        out = model.step(batch, state)
+        loss_sum, count = loss_sum + float(out.loss) * out.count, count + out.count
+        unknown, state = unknown + out.stats["unknown"], out.state
+    used = streams * ((ids.numel() - 1) // streams)
+    if used < ids.numel() - 1:  # the tail continues the last stream, from its final state
+        last = _select_last(state)
+        tail = (ids[used:-1].unsqueeze(0), ids[used + 1 :].unsqueeze(0))
+        out = model.step(tail, last)
+        loss_sum, count = loss_sum + float(out.loss) * out.count, count + out.count
+        unknown += out.stats["unknown"]
+    model.train(was_training)
+    metrics = model.summarize(loss_sum, count, {"unknown": unknown})
     metrics["unknown_chars"] = vocab.unknown_chars(text)[:20]
     return metrics
+
+
+def _select_last(state):
+    """The last batch row of a layer state ((L, B, H) tensors, possibly in tuples)."""
+    if isinstance(state, Tensor):
+        return state[:, -1:].contiguous()
+    return type(state)(_select_last(s) for s in state)
 
 
 # -- training from a text ---------------------------------------------------------------------

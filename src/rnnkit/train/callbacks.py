@@ -16,7 +16,7 @@ Order of hooks in one optimiser step::
 and ``on_train_start(trainer)`` / ``on_train_end(trainer, result)`` around the loop. To add
 fields to ``metrics.jsonl`` call ``trainer.log(name=value, ...)`` (merged into the next metrics
 line) or ``trainer.write_metrics({...})`` (a line of its own). ``trainer.request_stop(reason)``
-ends training after the current step, with a checkpoint.
+ends training after the current step with a checkpoint (no final evaluation; resuming continues).
 """
 
 from __future__ import annotations

@@ -268,7 +268,9 @@ class Trainer:
                 self.save_checkpoint()
             elif self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                 self.save_checkpoint()
-        if reason != "interrupted" and self.last_eval_step != self.step:
+        # A finished run ends with an evaluation; a stopped one (Ctrl-C, request_stop) only
+        # checkpoints, so that resuming it reproduces the uninterrupted run's metrics exactly.
+        if reason in ("steps", "epochs", "time_budget") and self.last_eval_step != self.step:
             self._evaluate_and_record()
         if self.last_checkpoint_step != self.step and self.run is not None:
             self.save_checkpoint()
