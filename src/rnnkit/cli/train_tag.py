@@ -12,7 +12,7 @@ LIMITS = ("steps", "epochs", "time_budget")
 
 
 def register(subparsers) -> None:
-    from rnnkit.tasks.tagger import DEFAULT_TIME_BUDGET
+    from rnnkit.tasks.tagger import DEFAULT_EPOCHS, DEFAULT_TIME_BUDGET
 
     parser = subparsers.add_parser(
         "tag",
@@ -24,8 +24,8 @@ def register(subparsers) -> None:
             "A seeded random 10%% of the sentences is held out for testing (unless --test) and "
             "10%% for validation; the split is saved in the run. Writes config.json, vocab.json, "
             "split.json, model.safetensors, metrics.jsonl, test_metrics.json, trainer_state/. "
-            "Stops at the first of --time-budget, --epochs, --steps (default: --time-budget "
-            f"{DEFAULT_TIME_BUDGET:g} when none is given)."
+            "Stops at the first of --time-budget, --epochs, --steps (default when none is given: "
+            f"--epochs {DEFAULT_EPOCHS} --time-budget {DEFAULT_TIME_BUDGET:g})."
         ),
         epilog=(
             "examples:\n"
@@ -76,7 +76,7 @@ def register(subparsers) -> None:
         default=2,
         help="words rarer than this in training share <unk> (default 2)",
     )
-    data.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default 32)")
+    data.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -85,8 +85,8 @@ def register(subparsers) -> None:
         default="lstm",
         help="recurrent cell (default lstm)",
     )
-    model.add_argument("--embedding-size", type=int, default=100, help="default 100")
-    model.add_argument("--hidden-size", type=int, default=128, help="per direction (default 128)")
+    model.add_argument("--embedding-size", type=int, default=64, help="default 64")
+    model.add_argument("--hidden-size", type=int, default=64, help="per direction (default 64)")
     model.add_argument("--num-layers", type=int, default=1, help="default 1")
     model.add_argument(
         "--bidirectional",
@@ -118,9 +118,9 @@ def register(subparsers) -> None:
         default=True,
         help="character BiLSTM features of each word (default on)",
     )
-    model.add_argument("--char-embedding-size", type=int, default=32, help="default 32")
+    model.add_argument("--char-embedding-size", type=int, default=16, help="default 16")
     model.add_argument(
-        "--char-hidden-size", type=int, default=32, help="per direction (default 32)"
+        "--char-hidden-size", type=int, default=16, help="per direction (default 16)"
     )
     model.add_argument(
         "--backend",
@@ -131,7 +131,7 @@ def register(subparsers) -> None:
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    opt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    opt.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
     opt.add_argument("--weight-decay", type=float, default=0.0)
     opt.add_argument(
         "--clip-norm",
@@ -224,7 +224,7 @@ def _check(args) -> None:
 def run(args) -> int:
     import json
 
-    from rnnkit.tasks.tagger import DEFAULT_TIME_BUDGET, TagData, train_tagger
+    from rnnkit.tasks.tagger import DEFAULT_EPOCHS, DEFAULT_TIME_BUDGET, TagData, train_tagger
     from rnnkit.train import ProgressBar, TrainConfig
 
     _check(args)
@@ -254,7 +254,7 @@ def run(args) -> int:
     )
     limits = {k: getattr(args, k) for k in LIMITS}
     if all(v is None for v in limits.values()):
-        limits["time_budget"] = DEFAULT_TIME_BUDGET
+        limits.update(epochs=DEFAULT_EPOCHS, time_budget=DEFAULT_TIME_BUDGET)
     try:
         config = TrainConfig(
             optimizer=args.optimizer,

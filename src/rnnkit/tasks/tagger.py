@@ -69,7 +69,10 @@ from rnnkit.tasks.crf import CRF, lengths_mask
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 IGNORE_INDEX = -100
-DEFAULT_TIME_BUDGET = 780.0  # seconds: a People's Daily run stays within 15 minutes
+# Default limits of `rnnkit train tag`: whichever comes first. The epochs bound a run on an idle
+# machine (People's Daily: about 25 s of CPU per epoch); the time keeps a loaded one within 15 min.
+DEFAULT_EPOCHS = 8
+DEFAULT_TIME_BUDGET = 720.0
 
 log = logging.getLogger("rnnkit.tasks.tagger")
 
@@ -83,15 +86,15 @@ class TaggerConfig:
     """
 
     cell: str = "lstm"
-    embedding_size: int = 100
-    hidden_size: int = 128
+    embedding_size: int = 64
+    hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3
     word_dropout: float = 0.0
     crf: bool = False
-    char_embedding_size: int = 32
-    char_hidden_size: int = 32
+    char_embedding_size: int = 16
+    char_hidden_size: int = 16
     layer_options: dict = field(default_factory=dict)
 
     @classmethod
@@ -185,6 +188,21 @@ class PaddedBiRNN(nn.Module):
         return x, torch.cat(finals, dim=1)
 
 
+def small_embedding(num: int, size: int) -> nn.Embedding:
+    """Embedding with row 0 = padding (zero) and the others drawn from N(0, 0.1²).
+
+    Small initial vectors matter with Adam: every update moves a coordinate by about the
+    learning rate, so N(0, 1) vectors (torch's default) take hundreds of updates to change,
+    and rare words never get them. (People's Daily, 150 steps of 64 sentences, lr 2e-3:
+    validation accuracy 0.66 from N(0, 1), 0.79 from N(0, 0.1²); 0.91 with lr 5e-3.)
+    """
+    embedding = nn.Embedding(num, size, padding_idx=0)
+    with torch.no_grad():
+        embedding.weight.normal_(0.0, 0.1)
+        embedding.weight[0].zero_()
+    return embedding
+
+
 class CharFeatures(nn.Module):
     """Spelling features of words: character embeddings read by a BiRNN, final states joined.
 
@@ -193,7 +211,7 @@ class CharFeatures(nn.Module):
 
     def __init__(self, num_chars: int, embedding_size: int, hidden_size: int, cell: str):
         super().__init__()
-        self.embedding = nn.Embedding(num_chars, embedding_size, padding_idx=0)
+        self.embedding = small_embedding(num_chars, embedding_size)
         self.rnn = PaddedBiRNN(cell, embedding_size, hidden_size)
         self.output_size = self.rnn.output_size
 
@@ -226,7 +244,7 @@ class Tagger(Task):
             )
         self.options = config
         self.num_words, self.num_tags, self.num_chars = num_words, num_tags, num_chars
-        self.embedding = nn.Embedding(num_words, config.embedding_size, padding_idx=0)
+        self.embedding = small_embedding(num_words, config.embedding_size)
         input_size = config.embedding_size
         self.char_features = None
         if num_chars > 0 and config.char_hidden_size > 0:
@@ -287,7 +305,10 @@ class Tagger(Task):
         self, words: Tensor, lengths: Tensor, tags: Tensor, chars: Tensor | None = None
     ) -> Tensor:
         """Mean loss per word: cross-entropy, or the CRF's sentence NLL summed / words."""
-        emissions = self(words, lengths, chars)
+        return self.emission_loss(self(words, lengths, chars), lengths, tags)
+
+    def emission_loss(self, emissions: Tensor, lengths: Tensor, tags: Tensor) -> Tensor:
+        """:meth:`loss` from emissions already computed."""
         if self.crf is None:
             return F.cross_entropy(
                 emissions.flatten(0, 1), tags.flatten(), ignore_index=IGNORE_INDEX
@@ -301,15 +322,15 @@ class Tagger(Task):
         In eval mode the batch is also decoded and ``stats["correct"]`` counts right tags, so
         validation reports ``accuracy``.
         """
-        loss = self.loss(batch.words, batch.lengths, batch.tags, batch.chars)
-        count = batch.num_tokens
+        emissions = self(batch.words, batch.lengths, batch.chars)
+        loss = self.emission_loss(emissions, batch.lengths, batch.tags)
         stats = None
         if not self.training:
             gold = batch.tags.tolist()
-            paths = self.decode(batch.words, batch.lengths, batch.chars)
+            paths = self.decode_emissions(emissions.detach(), batch.lengths)
             correct = sum(p == g for path, row in zip(paths, gold) for p, g in zip(path, row))
             stats = {"correct": float(correct)}
-        return StepOutput(loss=loss, count=count, stats=stats)
+        return StepOutput(loss=loss, count=batch.num_tokens, stats=stats)
 
     def summarize(self, loss_sum: float, count: int, stats: dict[str, float]) -> dict:
         if count == 0:
@@ -324,7 +345,10 @@ class Tagger(Task):
         self, words: Tensor, lengths: Tensor, chars: Tensor | None = None
     ) -> list[list[int]]:
         """Best tag ids per sentence (Viterbi with a CRF, per-word argmax without)."""
-        emissions = self(words, lengths, chars)
+        return self.decode_emissions(self(words, lengths, chars), lengths)
+
+    def decode_emissions(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+        """:meth:`decode` from emissions already computed."""
         lengths = torch.as_tensor(lengths)
         if self.crf is not None:
             return self.crf.decode(emissions, lengths.to(emissions.device))
@@ -525,7 +549,7 @@ class TagData:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     min_freq: int = 2
-    batch_size: int = 32
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -625,7 +649,7 @@ def train_tagger(
     before anything in ``out`` is touched.
     """
     data = data or TagData()
-    train = train or TrainConfig(time_budget=DEFAULT_TIME_BUDGET)
+    train = train or TrainConfig(lr=5e-3, epochs=DEFAULT_EPOCHS, time_budget=DEFAULT_TIME_BUDGET)
     run = RunDir.prepare(out, force=force)
     corpus = prepare_tag_data(data, train.seed)
     seed_everything(train.seed)
