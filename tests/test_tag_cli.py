@@ -84,6 +84,15 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert config["data"]["sentences"] == {"train": 96, "val": 12, "test": 12}
 
 
+def test_generic_run_loading_rebuilds_the_tagger(trained):
+    from rnnkit.tasks.base import load_task
+    from rnnkit.tasks.tagger import Tagger
+
+    _, _, out = trained
+    task = load_task(out)
+    assert isinstance(task, Tagger) and task.crf is not None and not task.training
+
+
 def test_tag_prints_word_slash_tag(trained, capsys):
     _, _, out = trained
     capsys.readouterr()

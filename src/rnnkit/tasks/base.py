@@ -55,6 +55,7 @@ TASKS: dict[str, str] = {
     "lm": "rnnkit.tasks.lm:LanguageModel",
     "classify": "rnnkit.tasks.classifier:Classifier",
     "forecast": "rnnkit.tasks.forecaster:Forecaster",
+    "tag": "rnnkit.tasks.tagger:Tagger",
 }
 
 
