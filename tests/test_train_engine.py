@@ -315,3 +315,33 @@ def test_task_evaluate_sums_stats():
             return StepOutput(loss=torch.tensor(float(batch)), count=2, stats={"correct": 1})
 
     assert Count().evaluate([1, 3]) == {"loss": 2.0, "correct": 0.5}
+
+
+def test_progress_bar_shows_loss_and_tokens_per_second():
+    import io
+
+    from rnnkit.train import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(file=stream, mininterval=0.0)
+    Trainer(
+        Recurrent(), TrainConfig(steps=6, eval_every=3), Streams(), Streams(), callbacks=[bar]
+    ).fit()
+    text = stream.getvalue()
+    assert "6/6" in text and "loss=" in text and "val_loss" in text
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from rnnkit.train import TensorBoard
+
+    run = RunDir(tmp_path / "run").create()
+    Trainer(
+        Recurrent(),
+        TrainConfig(steps=2, eval_every=1),
+        Streams(),
+        Streams(),
+        run=run,
+        callbacks=[TensorBoard()],
+    ).fit()
+    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))

