@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from rnnkit.cli.main import UsageError
 
@@ -35,6 +36,13 @@ LAYER_OPTIONS = (
 )
 LIMITS = ("steps", "epochs", "time_budget")
 DEFAULT_TIME_BUDGET = 180.0
+STOP_REASONS = {
+    "steps": "--steps reached",
+    "epochs": "--epochs reached",
+    "time_budget": "time budget reached",
+    "early_stopping": "early stopping",
+    "interrupted": "interrupted",
+}
 
 
 def register(subparsers) -> None:
@@ -223,14 +231,13 @@ def register(subparsers) -> None:
     )
 
     runs = parser.add_argument_group("run")
-    runs.add_argument(
-        "--out", metavar="DIR", default="runs/lm", help="run directory (default runs/lm)"
-    )
+    runs.add_argument("--out", metavar="DIR", help="run directory (default runs/lm)")
     runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
     runs.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue this run from its last checkpoint (limits may be raised)",
+        help="continue this run from its last checkpoint with its own settings "
+        "(only --steps, --epochs, --time-budget may be given, to extend it)",
     )
     runs.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
     runs.add_argument(
@@ -340,6 +347,8 @@ def run(args) -> int:
     if args.resume:
         if args.force:
             raise UsageError("--resume continues a run; it cannot be combined with --force")
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise UsageError("--resume writes into the run it continues; drop --out")
         limits = {k: getattr(args, k) for k in LIMITS if getattr(args, k) is not None}
         result, run_dir = lm.resume_language_model(args.resume, limits=limits, callbacks=callbacks)
     else:
@@ -365,7 +374,7 @@ def run(args) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         result, run_dir = lm.train_language_model(
-            args.out,
+            args.out or "runs/lm",
             data=data,
             model=model,
             train=config,
@@ -373,16 +382,16 @@ def run(args) -> int:
             callbacks=callbacks,
         )
     m = result.metrics
-    line = (
-        f"{result.stop_reason} after {result.step} steps, {result.elapsed:.0f} s "
-        f"({result.tokens_per_second:,.0f} chars/s training)"
+    why = STOP_REASONS.get(result.stop_reason, result.stop_reason)
+    print(
+        f"trained {result.step:,} steps in {result.elapsed:.0f} s ({why}), "
+        f"{result.tokens_per_second:,.0f} chars/s"
     )
     if "val_loss" in m:
-        line += (
-            f"; validation loss {m['val_loss']:.4f} nats/char, bpc {m['val_bpc']:.3f}, "
+        print(
+            f"validation: loss {m['val_loss']:.4f} nats/char, {m['val_bpc']:.3f} bpc, "
             f"perplexity {m['val_perplexity']:.2f}"
         )
-    print(line)
     print(f"run saved in {run_dir.path}")
     if result.stop_reason == "interrupted":
         print(
