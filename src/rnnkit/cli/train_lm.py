@@ -237,7 +237,7 @@ def register(subparsers) -> None:
         "--resume",
         metavar="RUN_DIR",
         help="continue this run from its last checkpoint with its own settings "
-        "(only --steps, --epochs, --time-budget may be given, to extend it)",
+        "(other options are ignored; raise --steps, --epochs or --time-budget to extend it)",
     )
     runs.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
     runs.add_argument(
