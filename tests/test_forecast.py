@@ -12,6 +12,7 @@ import torch
 
 from rnnkit.cli.main import main
 from rnnkit.data.series import ForecastData, SeriesConfig
+from rnnkit.io import load_tensors
 from rnnkit.tasks.baselines import (
     LinearAR,
     baseline_forecasts,
@@ -20,6 +21,16 @@ from rnnkit.tasks.baselines import (
     seasonal_naive_forecast,
 )
 from rnnkit.tasks.forecaster import Forecaster, WindowBatches, forecast_report
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids oversubscribing a shared CPU (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # Season 4, rising by 1 each season.
 HAND = np.array([1, 4, 2, 8, 2, 5, 3, 9, 3, 6, 4, 10, 4, 7, 5, 11, 5, 8, 6, 12], dtype=float)
@@ -182,8 +193,8 @@ def _csv(tmp_path, n=260, name="series.csv"):
 
 
 TRAIN = ["train", "forecast", "--target", "sales", "--date-column", "week", "--window", "12",
-         "--horizon", "3", "--season", "12", "--hidden-size", "8", "--steps", "40",
-         "--eval-every", "20", "--no-progress"]  # fmt: skip
+         "--horizon", "3", "--season", "12", "--hidden-size", "8", "--steps", "20",
+         "--eval-every", "10", "--no-progress"]  # fmt: skip
 
 
 def test_train_evaluate_and_forecast_end_to_end(tmp_path, capsys):
@@ -299,3 +310,34 @@ def test_usage_errors(tmp_path, capsys):
     assert "give the data" in _line_error(capsys)
     assert main([*TRAIN, "--csv", csv, "--season", "400", "--out", str(tmp_path / "r")]) == 2
     assert "--season 400 is longer than the history" in _line_error(capsys)
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    from rnnkit.tasks.forecaster import resume_forecaster, train_forecaster
+    from rnnkit.train import Callback, TrainConfig
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, info):
+            if trainer.step == 10:
+                trainer.request_stop("test")
+
+    csv = _csv(tmp_path)
+    series = SeriesConfig("sales", window=12, horizon=3, date_column="week")
+    kwargs = dict(series=series, csv=csv, model={"hidden_size": 8}, season=12,
+                  train=TrainConfig(steps=20, eval_every=5))  # fmt: skip
+    _, whole, whole_report = train_forecaster(tmp_path / "whole", **kwargs)
+    result, part, _ = train_forecaster(tmp_path / "part", callbacks=[StopAt()], **kwargs)
+    assert result.step == 10 and result.stop_reason == "test"
+    result, part, part_report = resume_forecaster(part.path)
+    assert result.step == 20
+    a, b = load_tensors(whole.model_path), load_tensors(part.model_path)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    assert part_report["best_step"] == whole_report["best_step"]
+    # and the last weights (the optimiser's state of training) agree too
+    last_a = load_tensors(whole.path / "trainer_state" / "model.safetensors")
+    last_b = load_tensors(part.path / "trainer_state" / "model.safetensors")
+    for name in last_a:
+        torch.testing.assert_close(last_a[name], last_b[name], rtol=0, atol=0)
+    assert part_report["model"]["mae"] == whole_report["model"]["mae"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 from rnnkit.cli.main import UsageError
+from rnnkit.errors import InvalidInputError
 
 DEFAULT_STEPS = 2000
 
@@ -22,7 +24,8 @@ def register(subparsers) -> None:
             "T+1..T+H at once. On the test span it is scored (MAE, RMSE, MASE, direction "
             "accuracy for returns) beside the naive, seasonal-naive and linear AR baselines. "
             "Writes a run directory: config.json, series.json, model.safetensors (best "
-            "validation loss), metrics.jsonl, trainer_state/, report.json, forecast.png."
+            "validation loss), metrics.jsonl, trainer_state/, report.json, forecast.png. "
+            "--resume RUN_DIR continues an interrupted run exactly."
         ),
         epilog=(
             "packaged series (--dataset) and the settings they default to:\n"
@@ -33,6 +36,7 @@ def register(subparsers) -> None:
             "examples:\n"
             "  rnnkit train forecast --dataset co2 --out runs/co2\n"
             "  rnnkit train forecast --dataset sp500 --out runs/sp500\n"
+            "  rnnkit train forecast --resume runs/sp500 --steps 4000\n"
             "  rnnkit train forecast --csv sales.csv --target units --date-column day "
             "--window 28 --horizon 7 --season 7 --out runs/sales"
         ),
@@ -121,6 +125,11 @@ def register(subparsers) -> None:
     runs = parser.add_argument_group("run")
     runs.add_argument("--out", default="runs/forecast", help="run directory")
     runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
+    runs.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue this run from its last checkpoint (limits may be raised)",
+    )
     runs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     runs.add_argument(
         "--progress",
@@ -206,9 +215,11 @@ def _check(args) -> None:
 
 def run(args) -> int:
     from rnnkit.data.series import PACKAGED
-    from rnnkit.tasks.forecaster import format_report, train_forecaster
+    from rnnkit.tasks.forecaster import train_forecaster
     from rnnkit.train import ProgressBar, TrainConfig
 
+    if args.resume:
+        return _resume(args)
     _check(args)
     series = _series_config(args)
     season = args.season
@@ -252,6 +263,35 @@ def run(args) -> int:
         force=args.force,
         callbacks=callbacks,
     )
+    return _print(args, result, run_dir, report)
+
+
+def _resume(args) -> int:
+    from rnnkit.tasks.forecaster import resume_forecaster
+    from rnnkit.train import ProgressBar
+
+    if args.force:
+        raise UsageError("--resume continues a run; it cannot be combined with --force")
+    limits = {}
+    for name in ("steps", "epochs", "time_budget"):
+        value = getattr(args, name)
+        if value is not None:
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+            limits[name] = value
+    callbacks = [ProgressBar(unit_name="win")] if args.progress and not args.json else []
+    try:
+        result, run_dir, report = resume_forecaster(args.resume, limits=limits, callbacks=callbacks)
+    except InvalidInputError:
+        raise
+    except ValueError as exc:  # limits rejected by TrainConfig
+        raise UsageError(str(exc)) from None
+    return _print(args, result, run_dir, report)
+
+
+def _print(args, result, run_dir, report) -> int:
+    from rnnkit.tasks.forecaster import format_report
+
     if args.json:
         print(json.dumps({"run": str(run_dir.path), **report}, ensure_ascii=False))
         return 0
@@ -261,4 +301,8 @@ def run(args) -> int:
     )
     print(format_report(report))
     print(f"run saved in {run_dir.path} (report.json, forecast.png)")
+    if result.stop_reason == "interrupted":
+        print(f"interrupted; continue with: rnnkit train forecast --resume {run_dir.path}",
+              file=sys.stderr)  # fmt: skip
+        return 130
     return 0

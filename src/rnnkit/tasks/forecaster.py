@@ -39,7 +39,15 @@ from torch import Tensor, nn
 
 from rnnkit.data.series import ForecastData, Scaler, SeriesConfig, load_series, resolve_dataset
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_bytes, atomic_write_json, file_sha256, read_json
+from rnnkit.io import (
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_sha256,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from rnnkit.layers import make_layer
 from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.tasks.baselines import LinearAR, baseline_forecasts, forecast_metrics, up_fraction
@@ -352,19 +360,39 @@ REPORT_FILE = "report.json"
 PLOT_FILE = "forecast.png"
 
 
-class BestWeights(Callback):
-    """Keep a copy of the weights with the lowest validation loss (restored after training)."""
+BEST_FILE = "best.safetensors"
 
-    def __init__(self) -> None:
+
+class BestWeights(Callback):
+    """Keep the weights with the lowest validation loss (restored into the model at the end).
+
+    With a run directory they are also written to ``best.safetensors`` at each improvement, so
+    a resumed run knows its best weights so far (their loss is read back from the metrics).
+    """
+
+    def __init__(self, run: RunDir | None = None) -> None:
+        self.run = run
         self.best = math.inf
         self.step = None
         self.state: dict[str, Tensor] | None = None
+
+    def on_train_start(self, trainer) -> None:
+        path = None if self.run is None else self.run / BEST_FILE
+        if trainer.step == 0 or path is None or not path.is_file():
+            return
+        seen = [r for r in trainer.history if r.get("val_loss") is not None]
+        if seen:
+            record = min(seen, key=lambda r: r["val_loss"])
+            self.best, self.step = record["val_loss"], record["step"]
+            self.state = load_tensors(path)
 
     def on_evaluate(self, trainer, metrics: dict) -> None:
         value = metrics.get("val_loss")
         if value is not None and math.isfinite(value) and value < self.best:
             self.best, self.step = value, trainer.step
             self.state = {k: v.detach().clone() for k, v in trainer.task.state_dict().items()}
+            if self.run is not None:
+                save_tensors(self.run / BEST_FILE, self.state)
 
 
 def source_path(csv: str | os.PathLike | None, dataset: str | None) -> Path:
@@ -401,8 +429,9 @@ def train_forecaster(
         ar_order: lags of the AR baseline (default: the window).
 
     The weights kept are those with the lowest validation loss. Writes ``config.json``,
-    ``series.json`` (scaler, AR coefficients, spans), ``model.safetensors``, ``metrics.jsonl``,
-    ``trainer_state/``, ``report.json`` (test span: model and baselines) and ``forecast.png``.
+    ``series.json`` (scaler, AR coefficients, spans), ``model.safetensors`` (best weights),
+    ``best.safetensors`` (best so far, for resuming), ``metrics.jsonl``, ``trainer_state/``,
+    ``report.json`` (test span: model and baselines) and ``forecast.png``.
     Every input is validated before anything in ``out`` is touched.
 
     Returns:
@@ -469,16 +498,21 @@ def train_forecaster(
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
     )
-    best = BestWeights()
     log.info(
         "training %s forecaster on %s: %d parameters",
         task.cell,
         path,
         sum(p.numel() for p in task.parameters()),
     )
-    result = Trainer(
+    best = BestWeights(run)
+    trainer = Trainer(
         task, train, train_batches, val_batches, run=run, callbacks=[*callbacks, best]
-    ).fit()
+    )
+    return _finish(trainer.fit(), task, data, run, best, season=season, ar=ar)
+
+
+def _finish(result, task, data, run, best, *, season, ar) -> tuple[TrainResult, RunDir, dict]:
+    """Best weights into ``model.safetensors``, then ``report.json`` and ``forecast.png``."""
     if best.state is not None:
         task.load_state_dict(best.state)
         run.save_weights(task.state_dict())
@@ -487,6 +521,50 @@ def train_forecaster(
     atomic_write_json(run / REPORT_FILE, report)
     plot_forecasts(run / PLOT_FILE, task, data, report["span"], season=season, ar=ar)
     return result, run, report
+
+
+def resume_forecaster(
+    run_path: str | os.PathLike,
+    *,
+    limits: dict | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[TrainResult, RunDir, dict]:
+    """Continue a forecasting run from its ``trainer_state/`` (``limits``: steps/epochs/time).
+
+    The data is read again from the recorded source and must be unchanged (same SHA-256); the
+    run ends as :func:`train_forecaster` does (best weights, report, plot).
+    """
+    run = RunDir(run_path)
+    if not run.path.is_dir() or not run.is_run():
+        raise InvalidInputError(
+            f"--resume {run.path} is not a run directory (no config.json); "
+            "pass the --out directory of an earlier run"
+        )
+    config = run.read_config()
+    if config.get("task") != Forecaster.name:
+        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a forecast run")
+    try:
+        train = TrainConfig.from_dict(config["train"])
+        if limits:
+            train = train.replace(**limits)
+        batch_size = config["data"]["batch_size"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{run.config_path} is not a valid forecast config ({exc})"
+        ) from None
+    fr = load_forecast_run_config(run, config)
+    task, data = fr.model, fr.data
+    task.train()
+    train_batches = span_batches(data, "train", batch_size, shuffle=True, seed=train.seed)
+    val_batches = (
+        span_batches(data, "val", 1024, shuffle=False) if data.config.val_fraction > 0 else None
+    )
+    best = BestWeights(run)
+    trainer = Trainer(
+        task, train, train_batches, val_batches, run=run, callbacks=[*callbacks, best]
+    )
+    result = trainer.fit(resume=True)
+    return _finish(result, task, data, run, best, season=fr.season, ar=fr.ar)
 
 
 def check_season(data: ForecastData, season: int | None) -> None:
@@ -535,6 +613,13 @@ def load_forecast_run(
     config = run.read_config()
     if config.get("task") != Forecaster.name:
         raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a forecast run")
+    return load_forecast_run_config(run, config, csv)
+
+
+def load_forecast_run_config(
+    run: RunDir, config: dict, csv: str | os.PathLike | None = None
+) -> ForecastRun:
+    """:func:`load_forecast_run` for an already read ``config.json``."""
     extra = read_json(run / SERIES_FILE)
     try:
         d = config["data"]
@@ -555,11 +640,12 @@ def load_forecast_run(
         path = resolve_dataset(d["dataset"]).path() if d.get("dataset") else Path(d["csv"])
         if not path.is_file():
             raise InvalidInputError(
-                f"the training data {path} is gone; pass a CSV file to evaluate on"
+                f"the training data {path} is gone; to score another file pass it with --data"
             )
         if d.get("sha256") and file_sha256(path) != d["sha256"]:
             raise InvalidInputError(
-                f"the training data {path} changed since training; pass a CSV file to evaluate on"
+                f"the training data {path} changed since training (SHA-256 differs); "
+                "to score another file pass it with --data"
             )
         data = load_series(series, path, scaler=scaler)
     else:
@@ -692,6 +778,7 @@ __all__ = [
     "forecast_table",
     "load_forecast_run",
     "plot_forecasts",
+    "resume_forecaster",
     "source_path",
     "train_forecaster",
     "format_report",
