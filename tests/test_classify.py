@@ -263,7 +263,9 @@ def test_pretrained_vectors_are_loaded_and_kept_frozen(tmp_path):
     csv = write_reviews(tmp_path / "r.csv", n=40)
     vectors = tmp_path / "v.txt"
     vectors.write_text("2 3\ngood 1 2 3\nawful -3 -2 -1\n", encoding="utf-8")
-    argv = text_args(csv, tmp_path / "run", "--epochs", "1", "--embeddings", str(vectors))
+    argv = text_args(
+        csv, tmp_path / "run", "--epochs", "1", "--embeddings", str(vectors), "--min-freq", "1"
+    )
     at = argv.index("--embedding-size")
     del argv[at : at + 2]  # the size comes from the file
     assert main([*argv, "--freeze-embeddings"]) == 0

@@ -54,14 +54,16 @@ def register(subparsers) -> None:
             f"Default length: --epochs {DEFAULT_EPOCHS}."
         ),
         epilog=(
-            "examples:\n"
-            "  rnnkit train classify --dataset rotten-tomatoes --out runs/rt\n"
-            "  rnnkit train classify --dataset japanese-vowels --epochs 30 --batch-size 16 "
-            "--out runs/jv\n"
+            "examples (the figures in the README):\n"
+            "  rnnkit train classify --dataset rotten-tomatoes --embedding-size 256 --epochs 5 "
+            "--out runs/rt\n"
+            "  rnnkit train classify --dataset japanese-vowels --out runs/jv\n"
+            "  rnnkit train classify --dataset basic-motions --epochs 60 --batch-size 8 "
+            "--conv-frontend 32 --conv-kernel-size 5 --conv-stride 2 --out runs/bm\n"
+            "your data:\n"
             "  rnnkit train classify --csv reviews.csv --text-column review --label-column "
             "stars --class-weights --out runs/reviews\n"
-            "  rnnkit train classify --ts-train X_TRAIN.ts --ts-test X_TEST.ts "
-            "--conv-frontend 32 --conv-stride 4 --out runs/x"
+            "  rnnkit train classify --ts-train X_TRAIN.ts --ts-test X_TEST.ts --out runs/x\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -97,8 +99,8 @@ def register(subparsers) -> None:
     data.add_argument(
         "--min-freq",
         type=int,
-        default=1,
-        help="tokens seen fewer times in training become <unk> (default 1)",
+        default=2,
+        help="tokens seen fewer times in training become <unk> (default 2)",
     )
     data.add_argument("--max-length", type=int, help="keep the first N tokens of each text")
     data.add_argument(
@@ -169,7 +171,7 @@ def register(subparsers) -> None:
     model.add_argument(
         "--input-dropout",
         type=float,
-        help="dropout on embeddings / inputs (default 0.5 text, 0 series)",
+        help="dropout on embeddings / inputs (default 0.3 text, 0 series)",
     )
     model.add_argument(
         "--token-dropout",
@@ -432,7 +434,7 @@ def _model(args, text: bool) -> dict:
         "dropout": args.dropout,
         "input_dropout": args.input_dropout
         if args.input_dropout is not None
-        else (0.5 if text else 0.0),
+        else (0.3 if text else 0.0),
         "output_dropout": args.output_dropout,
         "conv_channels": args.conv_frontend,
         "conv_kernel_size": args.conv_kernel_size,
