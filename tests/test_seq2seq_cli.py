@@ -70,6 +70,15 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert not set(split["test"]) & set(split["train"])
 
 
+def test_generic_run_loading_rebuilds_the_model(trained):
+    from rnnkit.tasks.base import load_task
+    from rnnkit.tasks.seq2seq import Seq2Seq
+
+    _, _, run = trained
+    task = load_task(run)
+    assert isinstance(task, Seq2Seq) and not task.training and task.beam == 1
+
+
 def test_translate_and_evaluate(trained, capsys, tmp_path):
     _, _, run = trained
     capsys.readouterr()

@@ -56,6 +56,7 @@ TASKS: dict[str, str] = {
     "classify": "rnnkit.tasks.classifier:Classifier",
     "forecast": "rnnkit.tasks.forecaster:Forecaster",
     "tag": "rnnkit.tasks.tagger:Tagger",
+    "seq2seq": "rnnkit.tasks.seq2seq:Seq2Seq",
 }
 
 

@@ -69,7 +69,7 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
 from rnnkit.layers import make_layer
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, load_task
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger(__name__)
@@ -845,17 +845,12 @@ def load_seq2seq(run_path: str | os.PathLike) -> tuple[Seq2Seq, PairVocab, dict]
     if config["task"] != Seq2Seq.name:
         raise InvalidInputError(f"{run.path} is a {config['task']!r} run, not a seq2seq run")
     vocab = PairVocab.load(run / VOCAB_FILE)
-    try:
-        model = Seq2Seq.from_config(config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
-    try:
-        model.load_state_dict(run.load_weights())
-    except RuntimeError as exc:
-        raise InvalidInputError(
-            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()
+    model = load_task(run)
+    if (len(vocab.source), len(vocab.target)) != (
+        model.source_embedding.num_embeddings,
+        model.target_embedding.num_embeddings,
+    ):
+        raise InvalidInputError(f"{run / VOCAB_FILE} does not match {run.config_path}")
     return model, vocab, config
 
 
