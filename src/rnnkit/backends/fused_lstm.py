@@ -189,7 +189,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             # raw[t] = [W_ih x_t, W_hh h_{t-1}], adjacent so one layer-norm call covers both.
             raw = new(T, B, 2, G)
             torch.mm(xi.reshape(T * B, -1), w_ih.t(), out=raw.view(T * B, 2 * G)[:, :G])
-            raw_t, raw_h_t = raw.unbind(0), raw[:, :, 1].unbind(0)
+            raw_t, raw_h_t = raw.view(T, B, 2 * k, H).unbind(0), raw[:, :, 1].unbind(0)
             normed_ab = []
             g_c2, b_c2 = g_c * -2, b_c * -2
         else:
@@ -203,8 +203,9 @@ class _LSTMRecurrence(torch.autograd.Function):
                 torch.addmm(xi_t[t], hp, w_hh_t, out=a)
             else:
                 torch.mm(hp, w_hh_t, out=raw_h_t[t])
-                normed, mean, rstd = _layer_norm(raw_t[t].view(B, 2 * k, H), (H,), None, None, eps)
-                n_x, n_h = normed.view(B, 2, G).unbind(1)
+                normed, mean, rstd = _layer_norm(raw_t[t], (H,), None, None, eps)
+                normed = normed.view(B, 2, G)
+                n_x, n_h = normed.unbind(1)
                 if bias is None:
                     torch.mul(n_x, g_ih, out=a)
                 else:
@@ -320,6 +321,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_norm_c = new(T, B, H) if g_c is not None else None  # dL/d LN_c(c̃_t)
         dm_tmp = new(B, P if w_hr is None else H)
         dc_tmp = new(B, H)
+        dc_tmp_3d = dc_tmp.unsqueeze(1)
         dk_tmp = new(B, H) if keep_c is not None else None
 
         gr_a = grads[..., :G].unbind(0)
@@ -339,12 +341,16 @@ class _LSTMRecurrence(torch.autograd.Function):
             dn_t, cn_t = d_norm_c.unbind(0), c_new.unbind(0)
             mc_t, rc_t = mean_c.unbind(0), rstd_c.unbind(0)
             cof_t = co_factor.unbind(0) if co_factor is not None else None
-            raw_t, mab_t, rab_t = raw.unbind(0), mean_ab.unbind(0), rstd_ab.unbind(0)
+            raw_t = raw.view(T, B, 2 * k, H).unbind(0)
+            mab_t, rab_t = mean_ab.unbind(0), rstd_ab.unbind(0)
+            gr_a3 = grads[..., :G].unsqueeze(2).unbind(0)  # (B, 1, G) views
             d_raw = new(T, B, 2, G)  # dL/d[W_ih x_t, W_hh h_{t-1}]
-            d_raw_t = d_raw.unbind(0)
+            d_raw_t = d_raw.view(T, B, 2 * k, H).unbind(0)
+            d_raw_h_t = d_raw[:, :, 1].unbind(0)
             gains = torch.stack((g_ih, g_hh)).unsqueeze(0)  # (1, 2, G)
             gain_grads = h0.new_zeros(B, 2, G)  # Σ_t dL/da_t ⊙ LN(·), summed over B at the end
             dn_ab = new(B, 2, G)
+            dn_ab_rows = dn_ab.view(B, 2 * k, H)
 
         d_h_total[T - 1] = d_h[T - 1]
         dc = d_c_last  # dL/dc_t (carried); None means zero
@@ -374,20 +380,19 @@ class _LSTMRecurrence(torch.autograd.Function):
                 if cof_t is not None:
                     dcn.addcmul_(dm, cof_t[t])
             torch.mul(dm, of_t[t], out=gr_o[t])
-            torch.mul(df_t[t], dcn.unsqueeze(1), out=gr_rest[t])
+            torch.mul(df_t[t], dc_tmp_3d if dcn is dc_tmp else dcn.unsqueeze(1), out=gr_rest[t])
             if keep_c is not None and dc is not None:
                 gr_c[t].addcmul_(dc, kc_t[t])
             dc = gr_c[t]
             da = gr_a[t]
             if layer_norm:
-                da_ab = da.unsqueeze(1)
-                torch.mul(da_ab, gains, out=dn_ab)
-                gain_grads.addcmul_(da_ab, normed_ab[t].view(B, 2, G))
+                torch.mul(gr_a3[t], gains, out=dn_ab)
+                gain_grads.addcmul_(gr_a3[t], normed_ab[t])
                 dr = _layer_norm_backward(
-                    dn_ab.view(B, 2 * k, H), raw_t[t].view(B, 2 * k, H), (H,), mab_t[t],
-                    rab_t[t], None, None, _INPUT_GRAD_ONLY,
-                )[0]  # fmt: skip
-                da = d_raw_t[t].copy_(dr.view(B, 2, G))[:, 1]
+                    dn_ab_rows, raw_t[t], (H,), mab_t[t], rab_t[t], None, None, _INPUT_GRAD_ONLY
+                )[0]
+                d_raw_t[t].copy_(dr)
+                da = d_raw_h_t[t]
             if t > 0:
                 torch.addmm(dh_t[t - 1], da, w_hh, out=dht_t[t - 1])
                 if keep_h is not None:
