@@ -24,6 +24,15 @@ from rnnkit.bench.tasks import (
 from rnnkit.cli.main import main
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many small operations: one thread is fastest, and spares a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_adding_batches_mark_two_positions_and_sum_them():
     x, y = adding_batch(500, 30, torch.Generator().manual_seed(0))
     assert x.shape == (500, 30, 2) and y.shape == (500, 1)

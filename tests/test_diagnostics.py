@@ -31,6 +31,15 @@ from rnnkit.diagnostics.unroll import output_in_layout
 DTYPE = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many small operations: one thread is fastest, and spares a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _layer(cell, I=3, H=5, **options):
     torch.manual_seed(0)
     return rnnkit.make_layer(cell, I, H, dtype=DTYPE, **options)

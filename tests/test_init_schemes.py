@@ -14,6 +14,15 @@ from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
 H = 16
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Many small operations: one thread is fastest, and spares a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _blocks(w):
     return w.detach().split(H, dim=0)
 
