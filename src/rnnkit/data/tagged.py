@@ -397,15 +397,15 @@ def encode(
     sentence: TaggedSentence, vocab: TaggingVocab, max_word_chars: int = 20
 ) -> EncodedSentence:
     """Encode one sentence; tags unknown to ``vocab`` (or absent) become -100 (ignored)."""
-    n = len(sentence.words)
-    C = max(1, max(min(len(w), max_word_chars) for w in sentence.words))
-    chars = torch.zeros(n, C, dtype=torch.long)
-    for t, w in enumerate(sentence.words):
-        ids = vocab.chars.encode(w[:max_word_chars])
-        chars[t, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    tags = torch.full((n,), IGNORE_INDEX, dtype=torch.long)
+    spelled = [vocab.chars.encode(w[:max_word_chars]) for w in sentence.words]
+    C = max(1, max(len(ids) for ids in spelled))
+    # one tensor from padded lists: far cheaper than a small tensor per word
+    chars = torch.tensor([ids + [0] * (C - len(ids)) for ids in spelled], dtype=torch.long)
     if sentence.tags:
-        tags[:] = torch.tensor([vocab.tags.stoi.get(t, IGNORE_INDEX) for t in sentence.tags])
+        stoi = vocab.tags.stoi
+        tags = torch.tensor([stoi.get(t, IGNORE_INDEX) for t in sentence.tags], dtype=torch.long)
+    else:
+        tags = torch.full((len(sentence.words),), IGNORE_INDEX, dtype=torch.long)
     words = torch.tensor(vocab.words.encode(sentence.words), dtype=torch.long)
     return EncodedSentence(words, chars, tags)
 

@@ -72,7 +72,7 @@ IGNORE_INDEX = -100
 # Default limits of `rnnkit train tag`: whichever comes first. The epochs bound a run on an idle
 # machine (People's Daily: about 25 s of CPU per epoch); the time keeps a loaded one within 15 min.
 DEFAULT_EPOCHS = 8
-DEFAULT_TIME_BUDGET = 720.0
+DEFAULT_TIME_BUDGET = 660.0
 
 log = logging.getLogger("rnnkit.tasks.tagger")
 
