@@ -257,7 +257,15 @@ def plot_gradient_flow(diagnoses: Sequence[Diagnosis], path) -> None:
     from rnnkit.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    floor = 1e-30
+    # Show the curves down to their smallest positive value (float64 reaches 1e-300).
+    positive = [
+        v
+        for d in diagnoses
+        for layer in d.layers
+        for v in layer.relative_gradient + (layer.jacobian or [])
+        if v > 0
+    ]
+    floor = max(min(positive, default=1e-30), 1e-300)
     for index, d in enumerate(diagnoses):
         color = f"C{index % 10}"
         for layer in d.layers:
