@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
+from rnnkit.tasks.lm_defaults import LM_DEFAULTS
 
 # Options that only one cell family takes (checked here so the message names the flag).
 CELL_ONLY = {
@@ -175,7 +176,11 @@ def register(subparsers) -> None:
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
     opt.add_argument(
-        "--lr", type=float, metavar="X", default=2e-3, help="peak learning rate (default 2e-3)"
+        "--lr",
+        type=float,
+        metavar="X",
+        default=LM_DEFAULTS["lr"],
+        help=f"peak learning rate (default {LM_DEFAULTS['lr']:g})",
     )
     opt.add_argument("--weight-decay", type=float, metavar="X", default=0.0)
     opt.add_argument(
@@ -196,7 +201,11 @@ def register(subparsers) -> None:
         help="learning-rate schedule (default cosine)",
     )
     opt.add_argument(
-        "--warmup-steps", type=int, metavar="N", default=0, help="linear warm-up steps"
+        "--warmup-steps",
+        type=int,
+        metavar="N",
+        default=LM_DEFAULTS["warmup_steps"],
+        help=f"linear warm-up steps (default {LM_DEFAULTS['warmup_steps']})",
     )
     opt.add_argument(
         "--step-size", type=int, metavar="N", default=1000, help="step schedule: steps per decay"

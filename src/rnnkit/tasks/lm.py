@@ -48,6 +48,7 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json
 from rnnkit.layers import make_layer
 from rnnkit.tasks.base import StepOutput, Task, load_task
+from rnnkit.tasks.lm_defaults import LM_DEFAULTS
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger("rnnkit.tasks.lm")
@@ -378,7 +379,7 @@ def train_language_model(
     Every input is validated before anything in ``out`` is touched.
     """
     data = data or TextData()
-    train = train or TrainConfig(time_budget=180.0)
+    train = train or TrainConfig(time_budget=180.0, **LM_DEFAULTS)
     run = RunDir.prepare(out, force=force)
     lm_data = prepare_data(data, train.seed)
     seed_everything(train.seed)
