@@ -247,6 +247,19 @@ def test_evaluate_json_reproduces_the_test_report(text_run, capsys):
     assert "accuracy" in text and "confusion neg" in text
 
 
+def test_evaluate_on_another_file(text_run, capsys, tmp_path):
+    csv, out = text_run
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(csv), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["count"] == 120 and payload["data"] == str(csv)
+    assert (out / "confusion_reviews.png").is_file()
+    other = tmp_path / "other.csv"
+    other.write_text("review,sentiment\ngood,pos\nso-so,mixed\n", encoding="utf-8")
+    assert main(["evaluate", str(out), "--data", str(other)]) == 2
+    assert "labels unseen in training: 'mixed'" in capsys.readouterr().err
+
+
 def test_predict_text_and_csv(text_run, capsys, tmp_path):
     csv, out = text_run
     capsys.readouterr()
