@@ -880,7 +880,8 @@ def run_test_pairs(run_path: str | os.PathLike, config: dict) -> tuple[list, str
 
 def plot_attention(attention, source: str, output: str, path, title: str = "") -> None:
     """Write attention weights (rows: output characters and ``<E>``, columns: source characters)
-    as a PNG heat map (matplotlib Agg), atomically."""
+    as a PNG heat map (matplotlib Agg), atomically. Characters missing from matplotlib's font
+    (CJK with the default DejaVu Sans) show as boxes."""
     import io
     import warnings
 
@@ -897,18 +898,18 @@ def plot_attention(attention, source: str, output: str, path, title: str = "") -
     fig, ax = plt.subplots(
         figsize=(max(4.0, 0.32 * len(columns) + 1.8), max(3.0, 0.32 * len(rows) + 1.4))
     )
+    buffer = io.BytesIO()
     try:
-        image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-        ax.set_xticks(range(len(columns)), [c if c.strip() else "␣" for c in columns])
-        ax.set_yticks(range(len(rows)), rows)
-        ax.set_xlabel("source")
-        ax.set_ylabel("output")
-        ax.set_title(title or f"{source} → {output}", fontsize=9)
-        fig.colorbar(image, ax=ax, fraction=0.04)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        with warnings.catch_warnings():  # characters missing from the font show as boxes
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Glyph … missing from font(s)"
+            image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+            ax.set_xticks(range(len(columns)), [c if c.strip() else "␣" for c in columns])
+            ax.set_yticks(range(len(rows)), rows)
+            ax.set_xlabel("source")
+            ax.set_ylabel("output")
+            ax.set_title(title or f"{source} → {output}", fontsize=9)
+            fig.colorbar(image, ax=ax, fraction=0.04)
+            fig.tight_layout()
             fig.savefig(buffer, format="png", dpi=100)
     finally:
         plt.close(fig)
