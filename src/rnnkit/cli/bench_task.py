@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     train = parser.add_argument_group("training (the same for every cell)")
     train.add_argument("--hidden-size", type=int, default=128, help="units (default 128)")
     train.add_argument("--batch-size", type=int, default=64, help="sequences per step (64)")
-    train.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3; 1e-4 for irnn)")
+    train.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3; 3e-4 for irnn)")
     train.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping (1.0)")
     train.add_argument(
         "--schedule",
