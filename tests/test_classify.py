@@ -66,9 +66,9 @@ def test_pooling_matches_per_sequence_reference(pooling, bidirectional):
         torch.testing.assert_close(logits[b], model.head(pooled), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("conv", [0, 3])
-def test_extra_padding_does_not_change_logits(conv):
-    model = make("attention", conv_channels=conv, conv_kernel_size=3, conv_stride=2)
+@pytest.mark.parametrize("conv,cell", [(0, "lstm"), (3, "lstm"), (0, "gru"), (3, "rnn")])
+def test_extra_padding_does_not_change_logits(conv, cell):
+    model = make("attention", conv_channels=conv, conv_kernel_size=3, conv_stride=2, cell=cell)
     _, ids, lengths = batch((7, 3, 2))
     wider = torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], dim=1)
     torch.testing.assert_close(model(ids, lengths), model(wider, lengths), rtol=0, atol=1e-12)
