@@ -9,6 +9,7 @@ import importlib
 # public name -> module that defines it
 _LAZY = {
     "Forecaster": "rnnkit.tasks.forecaster",
+    "LanguageModel": "rnnkit.tasks.lm",
     "Seq2Seq": "rnnkit.tasks.seq2seq",
 }
 

@@ -4,7 +4,7 @@ The engine (:class:`Trainer`) knows nothing about language models, tags or forec
 plugs in by subclassing :class:`rnnkit.tasks.base.Task` and implementing one method::
 
     class Tagger(Task):
-        name = "tag"                                   # key in config.json and rnnkit.tasks.TASKS
+        name = "tag"                                   # config.json key; rnnkit.tasks.base.TASKS
         def step(self, batch, state=None) -> StepOutput:
             tokens, lengths, tags = batch              # whatever the batch source yields
             logits = self.head(self.rnn(self.embed(tokens), lengths=lengths)[0])
