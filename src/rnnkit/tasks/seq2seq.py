@@ -752,6 +752,9 @@ def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
     max_length = data.max_length or max(len(t) for _, t in train) + 10
     record = {
         **asdict(data),
+        # absolute paths, so the run can be evaluated from any working directory
+        "pairs": str(Path(data.pairs).resolve()),
+        "test": str(Path(data.test).resolve()) if data.test else None,
         "max_length": max_length,
         "sha256": file_sha256(data.pairs),
         "pairs_count": n,
