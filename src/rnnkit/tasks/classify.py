@@ -36,6 +36,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -148,7 +149,12 @@ class ClassifyData:
         return bool(self.test_csv or self.ts_test)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        # absolute paths, so the run can be evaluated from any working directory
+        for name in ("csv", "test_csv", "embeddings", "ts_train", "ts_test"):
+            if record[name] is not None:
+                record[name] = str(Path(record[name]).resolve())
+        return record
 
     @classmethod
     def from_dict(cls, obj: dict) -> ClassifyData:

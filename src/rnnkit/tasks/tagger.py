@@ -575,7 +575,7 @@ class TagCorpus:
 
 
 def _file_record(path: Path) -> dict:
-    return {"path": str(path), "sha256": file_sha256(path)}
+    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
 
 
 def read_source(data: TagData) -> tuple[list[TaggedSentence], Path, str]:
