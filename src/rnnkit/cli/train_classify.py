@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from rnnkit.cli.main import UsageError
-
-# Options that only one cell family takes (checked here so the message names the flag).
-CELL_ONLY = {
-    "peephole": "lstm",
-    "coupled": "lstm",
-    "layer_norm": "lstm",
-    "proj_size": "lstm",
-    "forget_bias": "lstm",
-    "reset_after": "gru",
-    "nonlinearity": "rnn",
-}
-LAYER_OPTIONS = (
-    "peephole",
-    "coupled",
-    "layer_norm",
-    "proj_size",
-    "forget_bias",
-    "reset_after",
-    "nonlinearity",
-    "init",
-    "backend",
-    "variational_dropout",
-    "weight_drop",
-    "zoneout",
-    "learn_initial_state",
+from rnnkit.cli.options import (
+    CELLS,
+    add_layer_options,
+    add_optimisation_options,
+    add_run_options,
+    add_stopping_options,
+    check_cell_options,
+    check_non_negative,
+    check_positive,
+    check_probability,
+    check_resume,
+    check_training_options,
+    layer_options_from_args,
+    limits_from_args,
+    train_config_from_args,
 )
-LIMITS = ("steps", "epochs", "time_budget")
+
 DEFAULT_EPOCHS = 10
 
 
@@ -140,7 +129,7 @@ def register(subparsers) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--cell",
-        choices=("lstm", "gru", "rnn", "irnn"),
+        choices=CELLS,
         default="lstm",
         help="recurrent cell (default lstm)",
     )
@@ -201,138 +190,34 @@ def register(subparsers) -> None:
         help="stride: shortens sequences by this factor (default 1)",
     )
     variants = parser.add_argument_group("cell variants and regularisers (rnnkit layers)")
-    variants.add_argument(
-        "--peephole",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="LSTM peephole connections",
+    add_layer_options(variants)
+    add_optimisation_options(parser.add_argument_group("optimisation"), lr=2e-3, clip_norm=1.0)
+    add_stopping_options(
+        parser.add_argument_group("length of training and evaluation"),
+        what=f"passes over the training split (default {DEFAULT_EPOCHS} when no limit is given)",
+        eval_help="evaluate and checkpoint every N steps (default: once per epoch)",
+        early_help="stop after this many evaluations without a lower validation loss",
     )
-    variants.add_argument(
-        "--coupled",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="LSTM with coupled input and forget gates",
-    )
-    variants.add_argument(
-        "--layer-norm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="layer-normalised LSTM",
-    )
-    variants.add_argument("--proj-size", type=int, help="LSTM projection size")
-    variants.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias added")
-    variants.add_argument(
-        "--reset-after",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="GRU reset gate after the matmul (torch's form)",
-    )
-    variants.add_argument("--nonlinearity", help="Elman RNN nonlinearity: tanh, relu, ...")
-    variants.add_argument("--init", help="initialiser name: rnnkit, torch, identity, ...")
-    variants.add_argument(
-        "--backend",
-        choices=("auto", "native", "fused", "reference"),
-        help="how sequences run (default auto)",
-    )
-    variants.add_argument(
-        "--variational-dropout",
-        type=float,
-        help="same dropout mask at every time step between layers",
-    )
-    variants.add_argument("--weight-drop", type=float, help="DropConnect on recurrent weights")
-    variants.add_argument("--zoneout", type=float, help="zoneout probability")
-    variants.add_argument(
-        "--learn-initial-state",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="learn the initial hidden state",
-    )
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    opt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument(
-        "--clip-norm",
-        type=float,
-        default=1.0,
-        help="clip the global gradient norm (default 1.0; 0 turns it off)",
-    )
-    opt.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "step", "plateau"),
-        default="cosine",
-        help="learning-rate schedule (default cosine)",
-    )
-    opt.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
-
-    stop = parser.add_argument_group("length of training and evaluation")
-    stop.add_argument(
-        "--epochs",
-        type=int,
-        help=f"passes over the training split (default {DEFAULT_EPOCHS} when no limit is given)",
-    )
-    stop.add_argument("--steps", type=int, help="optimiser steps")
-    stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    stop.add_argument(
-        "--eval-every",
-        type=int,
-        help="evaluate and checkpoint every N steps (default: once per epoch)",
-    )
-    stop.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="EVALS",
-        help="stop after this many evaluations without a lower validation loss",
-    )
-
-    runs = parser.add_argument_group("run")
-    runs.add_argument(
-        "--out", default="runs/classify", help="run directory (default runs/classify)"
-    )
-    runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
-    runs.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue this run from its last checkpoint (limits may be raised)",
-    )
-    runs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    runs.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bar on stderr (default on)",
-    )
+    add_run_options(parser.add_argument_group("run"), default_out="runs/classify", resume=True)
     parser.set_defaults(func=run)
 
 
 def _check(args) -> None:
-    def positive(flag, value):
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise UsageError(f"{flag} must be > 0, got {value}")
-
-    for flag in (
+    check_positive(
+        args,
         "--batch-size",
         "--min-freq",
         "--max-length",
         "--embedding-size",
         "--hidden-size",
         "--num-layers",
-        "--lr",
-        "--eval-every",
-        "--time-budget",
-        "--epochs",
-        "--steps",
-        "--early-stopping",
         "--conv-kernel-size",
         "--conv-stride",
-    ):
-        positive(flag, getattr(args, flag[2:].replace("-", "_")))
-    for flag in ("--weight-decay", "--warmup-steps", "--seed", "--clip-norm", "--conv-frontend"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if not math.isfinite(value) or value < 0:
-            raise UsageError(f"{flag} must be >= 0, got {value}")
-    for flag in (
+    )
+    check_training_options(args)
+    check_non_negative(args, "--conv-frontend")
+    check_probability(
+        args,
         "--val-fraction",
         "--test-fraction",
         "--dropout",
@@ -342,17 +227,10 @@ def _check(args) -> None:
         "--variational-dropout",
         "--weight-drop",
         "--zoneout",
-    ):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and not 0 <= value < 1:
-            raise UsageError(f"{flag} must be in [0, 1), got {value}")
+    )
     if args.val_fraction + args.test_fraction >= 1:
         raise UsageError("--val-fraction + --test-fraction must be < 1")
-    family = "rnn" if args.cell == "irnn" else args.cell
-    for option, cell in CELL_ONLY.items():
-        if getattr(args, option) is not None and family != cell:
-            flag = "--" + option.replace("_", "-")
-            raise UsageError(f"{flag} applies to --cell {cell} only, got --cell {args.cell}")
+    check_cell_options(args, args.cell)
 
 
 def _data(args):
@@ -401,31 +279,7 @@ def _data(args):
         raise UsageError(str(exc)) from None
 
 
-def _train_config(args):
-    from rnnkit.train import TrainConfig
-
-    limits = {k: getattr(args, k) for k in LIMITS}
-    if all(v is None for v in limits.values()):
-        limits["epochs"] = DEFAULT_EPOCHS
-    try:
-        return TrainConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm or None,
-            schedule=args.schedule,
-            warmup_steps=args.warmup_steps,
-            eval_every=args.eval_every or 10**9,
-            early_stopping=args.early_stopping,
-            seed=args.seed,
-            **limits,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def _model(args, text: bool) -> dict:
-    layer_options = {k: getattr(args, k) for k in LAYER_OPTIONS if getattr(args, k) is not None}
     model = {
         "cell": args.cell,
         "hidden_size": args.hidden_size,
@@ -440,7 +294,7 @@ def _model(args, text: bool) -> dict:
         "conv_channels": args.conv_frontend,
         "conv_kernel_size": args.conv_kernel_size,
         "conv_stride": args.conv_stride,
-        "layer_options": layer_options,
+        "layer_options": layer_options_from_args(args),
     }
     if text:
         model["freeze_embeddings"] = args.freeze_embeddings
@@ -459,13 +313,12 @@ def run(args) -> int:
     if TensorBoard.available():
         callbacks.append(TensorBoard())
     if args.resume:
-        if args.force:
-            raise UsageError("--resume continues a run; it cannot be combined with --force")
-        limits = {k: getattr(args, k) for k in LIMITS if getattr(args, k) is not None}
+        check_resume(args)
+        limits = limits_from_args(args)
         result, run_dir, report = resume_classifier(args.resume, limits=limits, callbacks=callbacks)
     else:
         data = _data(args)
-        config = _train_config(args)
+        config = train_config_from_args(args, {"epochs": DEFAULT_EPOCHS})
         model = _model(args, data.kind == "text")
         if args.embedding_size is None and not data.embeddings and data.kind == "text":
             model["embedding_size"] = 128

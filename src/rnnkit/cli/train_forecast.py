@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from rnnkit.cli.main import UsageError
+from rnnkit.cli.options import (
+    CELLS,
+    add_layer_options,
+    add_optimisation_options,
+    add_run_options,
+    add_stopping_options,
+    check_cell_options,
+    check_positive,
+    check_probability,
+    check_resume,
+    check_training_options,
+    limits_from_args,
+    train_config_from_args,
+)
 from rnnkit.errors import InvalidInputError
 
 DEFAULT_STEPS = 2000
@@ -84,68 +97,29 @@ def register(subparsers) -> None:
     data.add_argument("--ar-order", type=int, help="lags of the AR baseline (default: --window)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--cell", choices=("lstm", "gru", "rnn", "irnn"), default="lstm")
+    model.add_argument("--cell", choices=CELLS, default="lstm")
     model.add_argument("--hidden-size", type=int, default=64, help="default 64")
     model.add_argument("--num-layers", type=int, default=1, help="default 1")
     model.add_argument("--dropout", type=float, default=0.0, help="default 0")
-    model.add_argument(
-        "--layer-norm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="layer-normalised LSTM",
-    )
+    add_layer_options(model, ("layer_norm",))
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--batch-size", type=int, default=64, help="windows per batch (default 64)")
-    opt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument(
-        "--clip-norm", type=float, default=1.0, help="global gradient norm clip (0: off)"
+    add_optimisation_options(opt, lr=2e-3, clip_norm=1.0, optimizer=False, warmup=False)
+    add_stopping_options(
+        parser.add_argument_group("length of training"),
+        what="passes over the training windows",
+        steps_help=f"optimiser steps (default {DEFAULT_STEPS})",
+        eval_every=100,
+        eval_help="validate every N steps (default 100)",
     )
-    opt.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "step", "plateau"),
-        default="cosine",
-        help="learning-rate schedule (default cosine)",
-    )
-    stop = parser.add_argument_group("length of training")
-    stop.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULT_STEPS})")
-    stop.add_argument("--epochs", type=int, help="passes over the training windows")
-    stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    stop.add_argument(
-        "--eval-every", type=int, default=100, help="validate every N steps (default 100)"
-    )
-    stop.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="EVALS",
-        help="stop after this many validations without improvement",
-    )
-
-    runs = parser.add_argument_group("run")
-    runs.add_argument("--out", default="runs/forecast", help="run directory")
-    runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
-    runs.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue this run from its last checkpoint (limits may be raised)",
-    )
-    runs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    runs.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: forecasting models are small, and on a busy 2-core "
-        "machine a second thread made a training step about 10x slower)",
-    )
-    runs.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bar on stderr (default on)",
-    )
-    runs.add_argument(
-        "--json", action="store_true", help="print the test report as one JSON object on stdout"
+    add_run_options(
+        parser.add_argument_group("run"),
+        default_out="runs/forecast",
+        resume=True,
+        threads_help="torch threads (default 1: forecasting models are small, and on a busy "
+        "2-core machine a second thread made a training step about 10x slower)",
+        json_help="print the test report as one JSON object on stdout",
     )
     parser.set_defaults(func=run)
 
@@ -187,7 +161,8 @@ def _series_config(args):
 
 
 def _check(args) -> None:
-    for flag in (
+    check_positive(
+        args,
         "--window",
         "--horizon",
         "--season",
@@ -195,29 +170,15 @@ def _check(args) -> None:
         "--hidden-size",
         "--num-layers",
         "--batch-size",
-        "--steps",
-        "--epochs",
-        "--eval-every",
-        "--early-stopping",
-        "--lr",
-        "--time-budget",
-    ):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise UsageError(f"{flag} must be > 0, got {value}")
-    for flag in ("--weight-decay", "--clip-norm", "--seed"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"{flag} must be >= 0, got {value}")
-    if not 0 <= args.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    )
+    check_training_options(args)
+    check_probability(args, "--dropout")
     if args.csv is None and args.dataset is None:
         raise UsageError(
             "give the data: --csv FILE (with --target, --window, --horizon) "
             "or --dataset co2|sp500|nasdaq"
         )
-    if args.layer_norm is not None and args.cell != "lstm":
-        raise UsageError(f"--layer-norm applies to --cell lstm only, got --cell {args.cell}")
+    check_cell_options(args, args.cell)
 
 
 def run(args) -> int:
@@ -225,7 +186,7 @@ def run(args) -> int:
 
     from rnnkit.data.series import PACKAGED
     from rnnkit.tasks.forecaster import train_forecaster
-    from rnnkit.train import ProgressBar, TrainConfig
+    from rnnkit.train import ProgressBar
 
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
@@ -237,22 +198,7 @@ def run(args) -> int:
     season = args.season
     if season is None and args.dataset:
         season = PACKAGED[args.dataset].defaults.get("season")
-    limits = {"steps": args.steps, "epochs": args.epochs, "time_budget": args.time_budget}
-    if all(v is None for v in limits.values()):
-        limits["steps"] = DEFAULT_STEPS
-    try:
-        train = TrainConfig(
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm or None,
-            schedule=args.schedule,
-            eval_every=args.eval_every,
-            early_stopping=args.early_stopping,
-            seed=args.seed,
-            **limits,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    train = train_config_from_args(args, {"steps": DEFAULT_STEPS})
     layer_options = {"layer_norm": True} if args.layer_norm else {}
     model = {
         "cell": args.cell,
@@ -282,15 +228,9 @@ def _resume(args) -> int:
     from rnnkit.tasks.forecaster import resume_forecaster
     from rnnkit.train import ProgressBar
 
-    if args.force:
-        raise UsageError("--resume continues a run; it cannot be combined with --force")
-    limits = {}
-    for name in ("steps", "epochs", "time_budget"):
-        value = getattr(args, name)
-        if value is not None:
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-            limits[name] = value
+    check_resume(args)
+    check_positive(args, "--steps", "--epochs", "--time-budget")
+    limits = limits_from_args(args)
     callbacks = [ProgressBar(unit_name="win")] if args.progress and not args.json else []
     try:
         result, run_dir, report = resume_forecaster(args.resume, limits=limits, callbacks=callbacks)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 from rnnkit.cli.main import UsageError
-
-LIMITS = ("steps", "epochs", "time_budget")
+from rnnkit.cli.options import (
+    CELLS,
+    add_layer_options,
+    add_optimisation_options,
+    add_run_options,
+    add_stopping_options,
+    check_non_negative,
+    check_positive,
+    check_training_options,
+    train_config_from_args,
+)
 
 
 def register(subparsers) -> None:
@@ -53,7 +61,7 @@ def register(subparsers) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--encoder-cell",
-        choices=("lstm", "gru", "rnn", "irnn"),
+        choices=CELLS,
         default="lstm",
         help="encoder cell (default lstm)",
     )
@@ -111,68 +119,33 @@ def register(subparsers) -> None:
         default=1,
         help="also test with beam search of this width (default 1: greedy only)",
     )
-    model.add_argument(
-        "--backend",
-        choices=("auto", "native", "fused", "reference"),
-        help="how the encoder runs (default auto)",
+    add_layer_options(
+        model,
+        ("backend", "init"),
+        help={
+            "backend": "how the encoder runs (default auto)",
+            "init": "encoder initialiser name: rnnkit, torch, ...",
+        },
     )
-    model.add_argument("--init", help="encoder initialiser name: rnnkit, torch, ...")
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    opt.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument(
-        "--clip-norm",
-        type=float,
-        default=1.0,
-        help="clip the global gradient norm (default 1; 0 turns it off)",
+    add_optimisation_options(parser.add_argument_group("optimisation"), lr=3e-3, clip_norm=1.0)
+    add_stopping_options(
+        parser.add_argument_group("length of training and evaluation"),
+        what="passes over the training pairs",
+        eval_every=500,
+        eval_help="validate (greedy decoding) and checkpoint every N steps (default 500)",
     )
-    opt.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "step", "plateau"),
-        default="cosine",
-        help="learning-rate schedule (default cosine)",
-    )
-    opt.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
-
-    stop = parser.add_argument_group("length of training and evaluation")
-    stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    stop.add_argument("--epochs", type=int, help="passes over the training pairs")
-    stop.add_argument("--steps", type=int, help="optimiser steps")
-    stop.add_argument(
-        "--eval-every",
-        type=int,
-        default=500,
-        help="validate (greedy decoding) and checkpoint every N steps (default 500)",
-    )
-    stop.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="EVALS",
-        help="stop after this many validations without improvement",
-    )
-
-    runs = parser.add_argument_group("run")
-    runs.add_argument("--out", default="runs/seq2seq", help="run directory (default runs/seq2seq)")
-    runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
-    runs.add_argument(
-        "--seed", type=int, default=0, help="random seed of the split and the training (default 0)"
-    )
-    runs.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bar on stderr (default on)",
-    )
-    runs.add_argument(
-        "--json", action="store_true", help="print the test metrics as one JSON object on stdout"
+    add_run_options(
+        parser.add_argument_group("run"),
+        default_out="runs/seq2seq",
+        seed_help="random seed of the split and the training (default 0)",
+        json_help="print the test metrics as one JSON object on stdout",
     )
     parser.set_defaults(func=run)
 
 
 def _check(args) -> None:
-    for flag in (
+    check_positive(
+        args,
         "--batch-size",
         "--embedding-size",
         "--hidden-size",
@@ -181,20 +154,9 @@ def _check(args) -> None:
         "--decoder-layers",
         "--max-length",
         "--beam",
-        "--lr",
-        "--eval-every",
-        "--time-budget",
-        "--epochs",
-        "--steps",
-        "--early-stopping",
-    ):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise UsageError(f"{flag} must be > 0, got {value}")
-    for flag in ("--weight-decay", "--warmup-steps", "--seed", "--clip-norm", "--length-penalty"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if not math.isfinite(value) or value < 0:
-            raise UsageError(f"{flag} must be >= 0, got {value}")
+    )
+    check_training_options(args)
+    check_non_negative(args, "--length-penalty")
     if not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
     if not 0 <= args.scheduled_sampling <= 1:
@@ -216,10 +178,9 @@ def _check(args) -> None:
 
 def run(args) -> int:
     from rnnkit.tasks.seq2seq import DEFAULT_EPOCHS, PairData, train_seq2seq
-    from rnnkit.train import ProgressBar, TrainConfig
+    from rnnkit.train import ProgressBar
 
     _check(args)
-    encoder_options = {k: getattr(args, k) for k in ("backend", "init") if getattr(args, k)}
     model = {
         "embedding_size": args.embedding_size,
         "encoder_cell": args.encoder_cell,
@@ -233,7 +194,7 @@ def run(args) -> int:
         "dropout": args.dropout,
         "scheduled_sampling": args.scheduled_sampling,
         "length_penalty": args.length_penalty,
-        "encoder_options": encoder_options,
+        "encoder_options": {k: getattr(args, k) for k in ("backend", "init") if getattr(args, k)},
     }
     data = PairData(
         pairs=args.pairs,
@@ -243,24 +204,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
     )
-    limits = {k: getattr(args, k) for k in LIMITS}
-    if all(v is None for v in limits.values()):
-        limits["epochs"] = DEFAULT_EPOCHS
-    try:
-        config = TrainConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm or None,
-            schedule=args.schedule,
-            warmup_steps=args.warmup_steps,
-            eval_every=args.eval_every,
-            early_stopping=args.early_stopping,
-            seed=args.seed,
-            **limits,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    config = train_config_from_args(args, {"epochs": DEFAULT_EPOCHS})
     callbacks = [ProgressBar(unit_name="char")] if args.progress else []
     result, run_dir, test = train_seq2seq(
         args.out,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from rnnkit.cli.main import UsageError
-
-LIMITS = ("steps", "epochs", "time_budget")
+from rnnkit.cli.options import (
+    CELLS,
+    add_layer_options,
+    add_optimisation_options,
+    add_run_options,
+    add_stopping_options,
+    check_positive,
+    check_probability,
+    check_training_options,
+    train_config_from_args,
+)
 
 
 def register(subparsers) -> None:
@@ -81,7 +89,7 @@ def register(subparsers) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--cell",
-        choices=("lstm", "gru", "rnn", "irnn"),
+        choices=CELLS,
         default="lstm",
         help="recurrent cell (default lstm)",
     )
@@ -122,93 +130,38 @@ def register(subparsers) -> None:
     model.add_argument(
         "--char-hidden-size", type=int, default=16, help="per direction (default 16)"
     )
-    model.add_argument(
-        "--backend",
-        choices=("auto", "native", "fused", "reference"),
-        help="how sequences run (default auto)",
+    add_layer_options(
+        model, ("backend", "init"), help={"init": "initialiser name: rnnkit, torch, ..."}
     )
-    model.add_argument("--init", help="initialiser name: rnnkit, torch, ...")
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    opt.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default 5e-3)")
-    opt.add_argument("--weight-decay", type=float, default=0.0)
-    opt.add_argument(
-        "--clip-norm",
-        type=float,
-        default=5.0,
-        help="clip the global gradient norm (default 5; 0 turns it off)",
+    add_optimisation_options(parser.add_argument_group("optimisation"), lr=5e-3, clip_norm=5.0)
+    add_stopping_options(
+        parser.add_argument_group("length of training and evaluation"),
+        what="passes over the training sentences",
+        eval_every=500,
+        eval_help="validate and checkpoint every N steps (default 500)",
     )
-    opt.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "step", "plateau"),
-        default="cosine",
-        help="learning-rate schedule (default cosine)",
-    )
-    opt.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
-
-    stop = parser.add_argument_group("length of training and evaluation")
-    stop.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    stop.add_argument("--epochs", type=int, help="passes over the training sentences")
-    stop.add_argument("--steps", type=int, help="optimiser steps")
-    stop.add_argument(
-        "--eval-every",
-        type=int,
-        default=500,
-        help="validate and checkpoint every N steps (default 500)",
-    )
-    stop.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="EVALS",
-        help="stop after this many validations without improvement",
-    )
-
-    runs = parser.add_argument_group("run")
-    runs.add_argument("--out", default="runs/tag", help="run directory (default runs/tag)")
-    runs.add_argument("--force", action="store_true", help="replace an existing run at --out")
-    runs.add_argument(
-        "--seed", type=int, default=0, help="random seed of the split and the training (default 0)"
-    )
-    runs.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bar on stderr (default on)",
-    )
-    runs.add_argument(
-        "--json", action="store_true", help="print the test metrics as one JSON object on stdout"
+    add_run_options(
+        parser.add_argument_group("run"),
+        default_out="runs/tag",
+        seed_help="random seed of the split and the training (default 0)",
+        json_help="print the test metrics as one JSON object on stdout",
     )
     parser.set_defaults(func=run)
 
 
 def _check(args) -> None:
-    for flag in (
+    check_positive(
+        args,
         "--batch-size",
         "--embedding-size",
         "--hidden-size",
         "--num-layers",
-        "--lr",
-        "--eval-every",
-        "--time-budget",
-        "--epochs",
-        "--steps",
-        "--early-stopping",
         "--min-freq",
         "--char-embedding-size",
         "--char-hidden-size",
-    ):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise UsageError(f"{flag} must be > 0, got {value}")
-    for flag in ("--weight-decay", "--warmup-steps", "--seed", "--clip-norm"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if not math.isfinite(value) or value < 0:
-            raise UsageError(f"{flag} must be >= 0, got {value}")
-    for flag in ("--dropout", "--word-dropout"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if not 0 <= value < 1:
-            raise UsageError(f"{flag} must be in [0, 1), got {value}")
+    )
+    check_training_options(args)
+    check_probability(args, "--dropout", "--word-dropout")
     for flag in ("--val-fraction", "--test-fraction"):
         value = getattr(args, flag[2:].replace("-", "_"))
         if not 0 < value < 1:
@@ -225,10 +178,9 @@ def run(args) -> int:
     import json
 
     from rnnkit.tasks.tagger import DEFAULT_EPOCHS, DEFAULT_TIME_BUDGET, TagData, train_tagger
-    from rnnkit.train import ProgressBar, TrainConfig
+    from rnnkit.train import ProgressBar
 
     _check(args)
-    layer_options = {k: getattr(args, k) for k in ("backend", "init") if getattr(args, k)}
     model = {
         "cell": args.cell,
         "embedding_size": args.embedding_size,
@@ -240,7 +192,7 @@ def run(args) -> int:
         "crf": args.crf,
         "char_embedding_size": args.char_embedding_size,
         "char_hidden_size": args.char_hidden_size if args.char_features else 0,
-        "layer_options": layer_options,
+        "layer_options": {k: getattr(args, k) for k in ("backend", "init") if getattr(args, k)},
     }
     data = TagData(
         data=args.data,
@@ -252,24 +204,9 @@ def run(args) -> int:
         min_freq=args.min_freq,
         batch_size=args.batch_size,
     )
-    limits = {k: getattr(args, k) for k in LIMITS}
-    if all(v is None for v in limits.values()):
-        limits.update(epochs=DEFAULT_EPOCHS, time_budget=DEFAULT_TIME_BUDGET)
-    try:
-        config = TrainConfig(
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm or None,
-            schedule=args.schedule,
-            warmup_steps=args.warmup_steps,
-            eval_every=args.eval_every,
-            early_stopping=args.early_stopping,
-            seed=args.seed,
-            **limits,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    config = train_config_from_args(
+        args, {"epochs": DEFAULT_EPOCHS, "time_budget": DEFAULT_TIME_BUDGET}
+    )
     callbacks = [ProgressBar(unit_name="word")] if args.progress else []
     result, run_dir, test = train_tagger(
         args.out, data=data, model=model, train=config, force=args.force, callbacks=callbacks
