@@ -49,6 +49,17 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.errors import InvalidInputError
+from rnnkit.layers.recurrent import CELL_LAYERS
+
+CELLS = tuple(CELL_LAYERS)  # cell names every task accepts: lstm, gru, rnn, irnn
+
+
+def check_positive_ints(**values: Any) -> None:
+    """Raise ValueError naming the first argument that is not an int >= 1."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
 
 # Task name (config.json "task") -> "module:Class"; imported only when a run of it is loaded.
 TASKS: dict[str, str] = {

@@ -46,12 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.layers import make_layer
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import CELLS, StepOutput, Task
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("last", "mean", "max", "attention")
-CELLS = ("lstm", "gru", "rnn", "irnn")
 
 
 @dataclass

@@ -49,13 +49,11 @@ from rnnkit.io import (
     save_tensors,
 )
 from rnnkit.layers import make_layer
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
 from rnnkit.tasks.baselines import LinearAR, baseline_forecasts, forecast_metrics, up_fraction
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger(__name__)
-
-CELLS = ("lstm", "gru", "rnn", "irnn")
 
 
 class Forecaster(Task):
@@ -89,14 +87,9 @@ class Forecaster(Task):
         layer_options: dict | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("input_size", input_size),
-            ("horizon", horizon),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        check_positive_ints(
+            input_size=input_size, horizon=horizon, hidden_size=hidden_size, num_layers=num_layers
+        )
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
         if not 0.0 <= dropout < 1.0:

@@ -47,13 +47,11 @@ from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json
 from rnnkit.layers import make_layer
-from rnnkit.tasks.base import StepOutput, Task, load_task
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints, load_task
 from rnnkit.tasks.lm_defaults import LM_DEFAULTS
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger("rnnkit.tasks.lm")
-
-CELLS = ("lstm", "gru", "rnn", "irnn")
 
 
 class LanguageModel(Task):
@@ -87,14 +85,12 @@ class LanguageModel(Task):
         layer_options: dict | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("embedding_size", embedding_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            vocab_size=vocab_size,
+            embedding_size=embedding_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+        )
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         if not 0.0 <= dropout < 1.0:
@@ -300,10 +296,7 @@ class TextData:
     shift_windows: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "bptt"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(batch_size=self.batch_size, bptt=self.bptt)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 

@@ -69,12 +69,12 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
 from rnnkit.layers import make_layer
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
-from rnnkit.tasks.base import StepOutput, Task, load_task
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints, load_task
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger(__name__)
 
-ENCODER_CELLS = ("lstm", "gru", "rnn", "irnn")
+ENCODER_CELLS = CELLS
 DECODER_CELLS = ("lstm", "gru")
 PAD, UNK, START, END = TokenVocab.pad_id, TokenVocab.unk_id, TokenVocab.start_id, TokenVocab.end_id
 
@@ -167,9 +167,7 @@ class Seq2Seq(Task):
             raise ValueError(f"length_penalty must be >= 0, got {length_penalty!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        for name, value in (("max_length", max_length), ("beam", beam)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(max_length=max_length, beam=beam)
         encoder_options = dict(encoder_options or {})
         self._config = {
             "source_vocab_size": source_vocab_size,
