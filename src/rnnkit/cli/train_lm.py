@@ -80,8 +80,8 @@ def register(subparsers) -> None:
         "--bptt",
         type=int,
         metavar="N",
-        default=100,
-        help="truncated-BPTT window, characters per step (default 100)",
+        default=75,
+        help="truncated-BPTT window, characters per step (default 75)",
     )
     data.add_argument(
         "--batch-size",

@@ -292,7 +292,7 @@ class TextData:
     text: str | None = None
     val_fraction: float = 0.1
     batch_size: int = 32
-    bptt: int = 100
+    bptt: int = 75
     shift_windows: bool = True
 
     def __post_init__(self) -> None:
