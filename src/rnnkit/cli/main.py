@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `rnnkit sample … | head`
         return 0
+    except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
+        print("interrupted", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 
