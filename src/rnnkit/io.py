@@ -310,6 +310,17 @@ class RunDir:
                 )
         return run
 
+    @classmethod
+    def for_resume(cls, path: str | os.PathLike) -> RunDir:
+        """The run at ``path`` to continue; :class:`InvalidInputError` if it is not a run."""
+        run = cls(path)
+        if not run.path.is_dir() or not run.is_run():
+            raise InvalidInputError(
+                f"--resume {run.path} is not a run directory (no config.json); "
+                "pass the --out directory of an earlier run"
+            )
+        return run
+
     def create(self) -> RunDir:
         """Empty the directory (a run being replaced, checked by :meth:`prepare`) and make it."""
         if self.path.is_dir() and self.is_run():

@@ -484,12 +484,7 @@ def resume_classifier(
 ) -> tuple[TrainResult, RunDir, dict]:
     """Continue a classification run from ``trainer_state/``; ``limits`` may raise
     steps/epochs/time_budget. The data files must be unchanged (same SHA-256)."""
-    run = RunDir(run_path)
-    if not run.path.is_dir() or not run.is_run():
-        raise InvalidInputError(
-            f"--resume {run.path} is not a run directory (no config.json); "
-            "pass the --out directory of an earlier run"
-        )
+    run = RunDir.for_resume(run_path)
     config = _read_classify_config(run)
     try:
         train = TrainConfig.from_dict(config["train"])

@@ -411,12 +411,7 @@ def resume_language_model(
 
     The text is read again from the recorded source and must be unchanged (same SHA-256).
     """
-    run = RunDir(run_path)
-    if not run.path.is_dir() or not run.is_run():
-        raise InvalidInputError(
-            f"--resume {run.path} is not a run directory (no config.json); "
-            "pass the --out directory of an earlier run"
-        )
+    run = RunDir.for_resume(run_path)
     config = run.read_config()
     if config.get("task") != LanguageModel.name:
         raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a language model")
