@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from rnnkit.cli.main import register_modules
 
 KINDS = ["speed", "task"]
 
@@ -15,11 +15,4 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(func=None, _parser=parser)
     kinds = parser.add_subparsers(dest="kind", metavar="KIND")
-    for name in KINDS:
-        try:
-            module = importlib.import_module(f"rnnkit.cli.bench_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rnnkit.cli.bench_{name}":
-                continue
-            raise
-        module.register(kinds)
+    register_modules(kinds, "rnnkit.cli.bench_", KINDS)

@@ -42,15 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    register_modules(subparsers, "rnnkit.cli.", COMMANDS)
+    return parser
+
+
+def register_modules(subparsers, prefix: str, names: list[str]) -> None:
+    """Call ``register(subparsers)`` of each module ``prefix + name`` that exists."""
+    for name in names:
         try:
-            module = importlib.import_module(f"rnnkit.cli.{name}")
+            module = importlib.import_module(prefix + name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"rnnkit.cli.{name}":
-                continue  # command not built yet
+            if exc.name == prefix + name:
+                continue  # not part of this installation
             raise
         module.register(subparsers)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

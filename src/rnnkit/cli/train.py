@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from rnnkit.cli.main import register_modules
 
 TASKS = ["lm", "classify", "tag", "seq2seq", "forecast"]
 
@@ -15,11 +15,4 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(func=None, _parser=parser)
     tasks = parser.add_subparsers(dest="task", metavar="TASK")
-    for name in TASKS:
-        try:
-            module = importlib.import_module(f"rnnkit.cli.train_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"rnnkit.cli.train_{name}":
-                continue
-            raise
-        module.register(tasks)
+    register_modules(tasks, "rnnkit.cli.train_", TASKS)
