@@ -3,12 +3,19 @@
 Every initialiser is a function ``fn(cell, weights)`` that fills ``weights`` (a mapping from the
 cell's parameter names — ``weight_ih``, ``weight_hh``, ``bias_ih``, … — to tensors) in place
 under ``torch.no_grad()``. Layers call it once per (layer, direction) with that slice's
-parameters. Gate blocks are H rows each, in torch's order (LSTM i, f, g, o; GRU r, z, n).
+parameters. The initialisers read what each parameter is from the cell, never from its name:
+``cell.parameter_roles()`` (``input``, ``recurrent``, ``bias``, ``projection``, ``peephole``,
+``gain``, ``shift``; see :data:`rnnkit.cells.base.PARAMETER_ROLES`), ``cell.gate_blocks`` (the
+H-row blocks, in torch's order: LSTM i, f, g, o; GRU r, z, n), ``cell.forget_gate``,
+``cell.input_gate`` and ``cell.default_forget_bias``.
 
 Names:
     ``rnnkit`` (default): input weights Glorot-uniform per gate block, recurrent weights
-        orthogonal per gate block, biases zero, LSTM forget-gate bias 1 (Jozefowicz et al. 2015).
-    ``torch``: torch's own init, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
+        orthogonal per gate block, projections orthogonal, biases, peepholes and shifts zero,
+        gains one; the forget-gate bias the cell declares as ``default_forget_bias`` (LSTM 1,
+        Jozefowicz et al. 2015).
+    ``torch``: torch's own init, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias (gains one,
+        shifts zero).
     ``identity``: recurrent weights the identity per gate block and zero biases — the IRNN of
         Le et al. 2015 for a ReLU Elman cell; input weights as ``rnnkit``.
     ``orthogonal``: as ``rnnkit`` but without the forget-gate bias.
@@ -94,10 +101,33 @@ def resolve(init: str | Initializer) -> Initializer:
 
 
 def initialize(cell: nn.Module, weights: Mapping[str, Tensor], init: str | Initializer) -> None:
-    """Fill ``weights`` of ``cell`` with the initialiser named ``init`` (or a callable)."""
+    """Fill ``weights`` of ``cell`` with the initialiser named ``init`` (or a callable).
+
+    Raises:
+        ValueError: a parameter of ``weights`` has no role in ``cell.parameter_roles()`` that
+            the initialisers know.
+    """
     fn = resolve(init)
+    _check_roles(cell, weights)
     with torch.no_grad():
         fn(cell, weights)
+
+
+def _check_roles(cell, weights: Mapping[str, Tensor]) -> None:
+    from rnnkit.cells.base import PARAMETER_ROLES
+
+    roles = cell.parameter_roles()
+    for name in weights:
+        if roles.get(name) not in PARAMETER_ROLES:
+            raise ValueError(
+                f"{type(cell).__name__}.parameter_roles() gives parameter {name!r} the role "
+                f"{roles.get(name)!r}; expected one of {', '.join(PARAMETER_ROLES)}"
+            )
+
+
+def _with_role(cell, weights: Mapping[str, Tensor], role: str) -> list[Tensor]:
+    """The tensors of ``weights`` whose role is ``role``, in the cell's parameter order."""
+    return [weights[name] for name in cell.parameter_names(role) if name in weights]
 
 
 def _blocks(w: Tensor, hidden_size: int) -> list[Tensor]:
@@ -105,36 +135,40 @@ def _blocks(w: Tensor, hidden_size: int) -> list[Tensor]:
     return list(w.split(hidden_size, dim=0))
 
 
-def _layer_norm_and_extras(weights: Mapping[str, Tensor]) -> None:
-    for name, w in weights.items():
-        if name.startswith("layer_norm") and name.endswith("_weight"):
-            w.fill_(1.0)
-        elif name.startswith("layer_norm") and name.endswith("_bias"):
-            w.zero_()
-        elif name in ("weight_ci", "weight_cf", "weight_co"):
-            w.zero_()  # peepholes start closed: the cell begins as a plain LSTM
+def _recurrent_blocks(cell, weights) -> list[Tensor]:
+    return [b for w in _with_role(cell, weights, "recurrent") for b in _blocks(w, cell.hidden_size)]
+
+
+def _zero_biases_and_extras(cell, weights) -> None:
+    """Biases, peepholes and shifts zero, gains one."""
+    for role, value in (("bias", 0.0), ("peephole", 0.0), ("gain", 1.0), ("shift", 0.0)):
+        # Peepholes start closed: a peephole LSTM begins as a plain one.
+        for w in _with_role(cell, weights, role):
+            w.fill_(value)
 
 
 def _input_glorot(cell, weights) -> None:
-    for block in _blocks(weights["weight_ih"], cell.hidden_size):
-        nn.init.xavier_uniform_(block)
-    if "weight_hr" in weights:
-        nn.init.orthogonal_(weights["weight_hr"])
+    for w in _with_role(cell, weights, "input"):
+        for block in _blocks(w, cell.hidden_size):
+            nn.init.xavier_uniform_(block)
+    for w in _with_role(cell, weights, "projection"):
+        nn.init.orthogonal_(w)
 
 
 def forget_gate_block(cell) -> int | None:
-    """Index of the forget block for LSTM cells, else None."""
-    return getattr(cell, "forget_gate_index", None)
+    """Index of the cell's forget gate among its gate blocks (LSTM f, GRU z), else None."""
+    return cell.forget_gate_index
 
 
 def set_forget_bias(cell, weights, value: float) -> None:
-    """Set the forget-gate bias (in ``bias_ih``; ``bias_hh``'s block is zeroed) to ``value``."""
+    """Set the forget-gate bias to ``value`` (in the first bias; other biases' block zeroed).
+
+    A no-op for a cell without a forget gate or without biases.
+    """
     k = forget_gate_block(cell)
-    if k is None or "bias_ih" not in weights:
+    if k is None or not _with_role(cell, weights, "bias"):
         return
-    H = cell.hidden_size
-    weights["bias_ih"][k * H : (k + 1) * H].fill_(value)
-    weights["bias_hh"][k * H : (k + 1) * H].zero_()
+    _set_gate_bias(cell, weights, k, value)
 
 
 @register("torch")
@@ -142,70 +176,67 @@ def torch_default(cell, weights) -> None:
     bound = 1.0 / cell.hidden_size**0.5
     for w in weights.values():
         nn.init.uniform_(w, -bound, bound)
-    for name, w in weights.items():
-        if name.startswith("layer_norm"):
-            w.fill_(1.0 if name.endswith("_weight") else 0.0)
+    for role, value in (("gain", 1.0), ("shift", 0.0)):
+        for w in _with_role(cell, weights, role):
+            w.fill_(value)
 
 
 @register("orthogonal")
 def orthogonal(cell, weights) -> None:
     _input_glorot(cell, weights)
-    for block in _blocks(weights["weight_hh"], cell.hidden_size):
+    for block in _recurrent_blocks(cell, weights):
         nn.init.orthogonal_(block)
-    for name in ("bias_ih", "bias_hh"):
-        if name in weights:
-            weights[name].zero_()
-    _layer_norm_and_extras(weights)
+    _zero_biases_and_extras(cell, weights)
 
 
 @register("rnnkit")
 def rnnkit_default(cell, weights) -> None:
     orthogonal(cell, weights)
-    set_forget_bias(cell, weights, 1.0)
+    if cell.default_forget_bias:
+        set_forget_bias(cell, weights, cell.default_forget_bias)
 
 
 @register("identity")
 def identity(cell, weights) -> None:
     _input_glorot(cell, weights)
-    for block in _blocks(weights["weight_hh"], cell.hidden_size):
+    for block in _recurrent_blocks(cell, weights):
         nn.init.eye_(block)
-    for name in ("bias_ih", "bias_hh"):
-        if name in weights:
-            weights[name].zero_()
-    _layer_norm_and_extras(weights)
+    _zero_biases_and_extras(cell, weights)
 
 
 # -- parameterised initialisers --------------------------------------------------------------
 def _memory_gates(cell, what: str) -> tuple[int, int | None]:
-    """(forget-like block, input block or None) of a gated cell; ValueError for others.
+    """(forget block, input block or None) of a cell with a forget gate; ValueError for others.
 
     LSTM: ``f`` and ``i`` (no ``i`` when coupled). GRU: the update gate ``z`` multiplies
     ``h_{t-1}`` in ``h_t = (1 - z) n + z h_{t-1}``, so it is the forget gate; no input gate.
     """
     index = forget_gate_block(cell)
-    if index is not None:
-        return index, (None if getattr(cell, "coupled", False) else 0)
-    if getattr(cell, "gate_count", 1) == 3 and hasattr(cell, "reset_after"):  # GRU: r, z, n
-        return 1, None
-    raise ValueError(
-        f"init {what!r} sets a forget-gate bias and needs an LSTM or GRU cell, "
-        f"got {type(cell).__name__}"
-    )
+    if index is None:
+        raise ValueError(
+            f"init {what!r} sets a forget-gate bias and needs an LSTM or GRU cell (one that "
+            f"declares a forget_gate), got {type(cell).__name__}"
+        )
+    input_gate = cell.input_gate
+    return index, (None if input_gate is None else cell.gate_blocks.index(input_gate))
 
 
 def _set_gate_bias(cell, weights, block: int, value: Tensor | float) -> None:
-    """Bias of gate ``block`` := value (in ``bias_ih``; the ``bias_hh`` block is zeroed)."""
+    """Bias of gate ``block`` := value (in the first bias, ``bias_ih``; the others' block is
+    zeroed, so the sum the cell adds is ``value``)."""
     H = cell.hidden_size
     rows = slice(block * H, (block + 1) * H)
+    first, *others = _with_role(cell, weights, "bias")
     if isinstance(value, Tensor):
-        weights["bias_ih"][rows].copy_(value)
+        first[rows].copy_(value)
     else:
-        weights["bias_ih"][rows].fill_(value)
-    weights["bias_hh"][rows].zero_()
+        first[rows].fill_(value)
+    for bias in others:
+        bias[rows].zero_()
 
 
 def _check_bias(cell, weights, what: str) -> None:
-    if "bias_ih" not in weights:
+    if not _with_role(cell, weights, "bias"):
         raise ValueError(f"init {what!r} sets gate biases and needs bias=True")
 
 
@@ -225,7 +256,8 @@ def scaled_identity(scale: float) -> Initializer:
 
     def init(cell, weights) -> None:
         identity(cell, weights)
-        weights["weight_hh"].mul_(scale)
+        for w in _with_role(cell, weights, "recurrent"):
+            w.mul_(scale)
 
     init.__name__ = f"scaled_identity:{scale:g}"
     return init
@@ -279,7 +311,7 @@ def chrono(t_max: float) -> Initializer:
         _check_bias(cell, weights, "chrono")
         orthogonal(cell, weights)
         H = cell.hidden_size
-        bias = weights["bias_ih"]
+        bias = _with_role(cell, weights, "bias")[0]
         u = torch.empty(H, dtype=bias.dtype, device=bias.device).uniform_(1.0, t_max - 1.0)
         b_f = u.log()
         _set_gate_bias(cell, weights, forget, b_f)

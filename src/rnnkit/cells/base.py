@@ -9,12 +9,26 @@ state ``h_t``. The math lives in :meth:`RecurrentCell.step`, a function of expli
 same code runs a standalone cell (``cell(x, state)`` uses the cell's own parameters) and every
 (layer, direction) of a stacked layer (which stores torch-named parameters such as
 ``weight_hh_l1_reverse`` and hands them to ``step``).
+
+A cell also describes itself to everything above it, so layers, backends, initialisers and
+diagnostics ask the cell instead of branching on its class or parameter names:
+
+- ``state_type`` and :meth:`~RecurrentCell.state_sizes`: the state's fields and sizes;
+- :meth:`~RecurrentCell.native_kernel` / :meth:`~RecurrentCell.native_blocker`: torch's kernel
+  for the family and the option that keeps it from serving this configuration;
+  :meth:`~RecurrentCell.native_weights`: the weights in that kernel's flat order;
+- :meth:`~RecurrentCell.fused_kernel`: the whole-sequence kernel of ``backend="fused"`` (None:
+  ``auto`` runs ``reference``), by default the cell's optional ``sequence_scan``;
+- :meth:`~RecurrentCell.gates`: the named gate activations ``step`` is built on;
+  ``gate_blocks``, ``sigmoid_gates``, ``forget_gate``, ``input_gate``: what they are;
+- :meth:`~RecurrentCell.parameter_roles`: each parameter's role (:data:`PARAMETER_ROLES`),
+  which the initialisers read instead of names.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -34,6 +48,18 @@ class LSTMState(NamedTuple):
     c: Tensor
 
 
+PARAMETER_ROLES = {
+    "input": "(k*H, I) input weights, one H-row block per gate",
+    "recurrent": "(k*H, P) recurrent weights, one H-row block per gate",
+    "bias": "(k*H,) gate biases; the first one holds a forget-gate bias",
+    "projection": "(P, H) output projection",
+    "peephole": "(H,) diagonal weights from the cell state",
+    "gain": "normalisation gains, 1 at init",
+    "shift": "normalisation shifts, 0 at init",
+}
+"""Roles a parameter can declare in :meth:`RecurrentCell.parameter_roles`, with their shapes."""
+
+
 def _check_size(name: str, value, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
@@ -45,7 +71,24 @@ def _check_size(name: str, value, *, minimum: int = 1) -> int:
 class RecurrentCell(nn.Module):
     """Base class: parameters, validation and initial state for one recurrent step.
 
-    Subclasses define :meth:`parameter_shapes` (name -> shape, torch's names) and :meth:`step`.
+    Subclasses define :meth:`parameter_shapes` (name -> shape, torch's names),
+    :meth:`parameter_roles`, :meth:`step` (gated cells build it on :meth:`gates`) and, where
+    they have them, :meth:`native_kernel` and :meth:`fused_kernel`.
+
+    Class attributes a subclass sets:
+        state_type: the state NamedTuple (fields in order, ``h`` first).
+        gate_blocks: names of the H-row blocks of the input and recurrent weights, in order.
+        sigmoid_gates: the entries of :meth:`gates` that are sigmoid gates, in (0, 1);
+            diagnostics report their saturation.
+        forget_gate: the gate block that scales the previous state (LSTM ``forget``, GRU
+            ``update``), or None; forget-bias initialisers set its bias.
+        input_gate: the gate block with its own parameters that scales what is written
+            (LSTM ``input``), or None; chrono init sets its bias to minus the forget bias.
+        default_forget_bias: the forget-gate bias of the default ``rnnkit`` init.
+        sequence_scan: None, or for a cell whose gates do not read the state a whole-sequence
+            function with :func:`rnnkit.backends.reference.scan`'s signature (a parallel scan,
+            trained by autograd); set it as ``staticmethod(fn)``. The default
+            :meth:`fused_kernel` returns it.
 
     Args:
         input_size: features I of ``x_t``.
@@ -56,6 +99,12 @@ class RecurrentCell(nn.Module):
     """
 
     state_type: type = HiddenState
+    gate_blocks: tuple[str, ...] = ("hidden",)
+    sigmoid_gates: tuple[str, ...] = ()
+    forget_gate: str | None = None
+    input_gate: str | None = None
+    default_forget_bias: float = 0.0
+    sequence_scan: Callable | None = None
 
     def __init__(
         self,
@@ -78,9 +127,40 @@ class RecurrentCell(nn.Module):
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
+    def parameter_roles(self) -> dict[str, str]:
+        """Parameter name -> role (a key of :data:`PARAMETER_ROLES`), for initialisers."""
+        raise NotImplementedError
+
     def step(self, x: Tensor, state, weights: Mapping[str, Tensor]):
         """One time step with explicit ``weights`` (keys from :meth:`parameter_shapes`)."""
         raise NotImplementedError
+
+    def gates(self, x: Tensor, state, weights: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The named gate activations of one step, (B, H) each; ``{}`` for an ungated cell."""
+        return {}
+
+    def native_kernel(self) -> Callable | None:
+        """torch's fused kernel for this cell family (``torch.lstm``, …), or None if none.
+
+        A kernel that exists may still be blocked by an option: see :meth:`native_blocker`.
+        """
+        return None
+
+    def native_blocker(self) -> str | None:
+        """The option that keeps :meth:`native_kernel` from serving, as ``name=value``; or None."""
+        return None
+
+    def native_weights(self, weights: Mapping[str, Tensor]) -> list[Tensor]:
+        """``weights`` in the native kernel's flat order (torch's w_ih, w_hh, b_ih, b_hh, w_hr)."""
+        return list(weights.values())
+
+    def fused_kernel(self) -> Callable | None:
+        """The whole-sequence kernel of ``backend="fused"``, or None if the cell has none.
+
+        A function with :func:`rnnkit.backends.reference.scan`'s signature and result,
+        ``fn(cell, weights, x, state, keep) -> (h, final_state)``. Default: ``sequence_scan``.
+        """
+        return self.sequence_scan
 
     @property
     def output_size(self) -> int:
@@ -89,8 +169,19 @@ class RecurrentCell(nn.Module):
 
     @property
     def gate_count(self) -> int:
-        """Number of H-sized blocks in ``weight_ih`` (4 for LSTM, 3 for GRU, 1 for Elman)."""
-        return 1
+        """Number of H-sized blocks in the input weight (4 for LSTM, 3 for GRU, 1 for Elman)."""
+        return len(self.gate_blocks)
+
+    @property
+    def forget_gate_index(self) -> int | None:
+        """Index of ``forget_gate`` among ``gate_blocks``, or None."""
+        return None if self.forget_gate is None else self.gate_blocks.index(self.forget_gate)
+
+    def parameter_names(self, role: str) -> list[str]:
+        """Names of the parameters with ``role``, in :meth:`parameter_shapes` order."""
+        if role not in PARAMETER_ROLES:
+            raise ValueError(f"role must be one of {', '.join(PARAMETER_ROLES)}; got {role!r}")
+        return [name for name, r in self.parameter_roles().items() if r == role]
 
     # -- shared ------------------------------------------------------------------------------
     def _finish_init(self) -> None:
@@ -190,11 +281,15 @@ class RecurrentCell(nn.Module):
             checked.append(s)
         return self.state_type(*checked)
 
+    def options_repr(self) -> str:
+        """The family's options that differ from their defaults, as ``", name=value"`` text."""
+        return ""
+
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             text += ", bias=False"
-        return text
+        return text + self.options_repr()
 
 
 def default_stdv(hidden_size: int) -> float:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -40,6 +41,7 @@ class ElmanCell(RecurrentCell):
     """
 
     state_type = HiddenState
+    gate_blocks = ("hidden",)
 
     def __init__(
         self,
@@ -75,6 +77,24 @@ class ElmanCell(RecurrentCell):
             shapes.update(bias_ih=(H,), bias_hh=(H,))
         return shapes
 
+    def parameter_roles(self) -> dict[str, str]:
+        roles = {"weight_ih": "input", "weight_hh": "recurrent"}
+        if self.bias:
+            roles.update(bias_ih="bias", bias_hh="bias")
+        return roles
+
+    def native_kernel(self) -> Callable | None:
+        # torch.nn.RNN has kernels for tanh and relu only.
+        return {"tanh": torch.rnn_tanh, "relu": torch.rnn_relu}.get(self.nonlinearity)
+
+    def native_blocker(self) -> str | None:
+        return None if self.native_kernel() else f"nonlinearity={self.nonlinearity!r}"
+
+    def fused_kernel(self) -> Callable:
+        from rnnkit.backends.fused_elman import elman_scan
+
+        return elman_scan
+
     def step(self, x: Tensor, state: HiddenState, weights: Mapping[str, Tensor]):
         pre = x @ weights["weight_ih"].t() + state.h @ weights["weight_hh"].t()
         if self.bias:
@@ -82,5 +102,5 @@ class ElmanCell(RecurrentCell):
         h = self._activation(pre)
         return h, HiddenState(h)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", nonlinearity={self.nonlinearity!r}"
+    def options_repr(self) -> str:
+        return "" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}"

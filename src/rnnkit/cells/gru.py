@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor
 
 from rnnkit.cells.base import HiddenState, RecurrentCell
@@ -36,6 +37,10 @@ class GRUCell(RecurrentCell):
     """
 
     state_type = HiddenState
+    gate_blocks = ("reset", "update", "candidate")
+    sigmoid_gates = ("reset", "update")
+    # h_t = (1 - z_t) n_t + z_t h_{t-1}: the update gate z keeps the previous state.
+    forget_gate = "update"
 
     def __init__(
         self,
@@ -59,10 +64,6 @@ class GRUCell(RecurrentCell):
         self.reset_after = bool(reset_after)
         self._finish_init()
 
-    @property
-    def gate_count(self) -> int:
-        return 3
-
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         H, I = self.hidden_size, self.input_size
         shapes = {"weight_ih": (3 * H, I), "weight_hh": (3 * H, H)}
@@ -70,7 +71,25 @@ class GRUCell(RecurrentCell):
             shapes.update(bias_ih=(3 * H,), bias_hh=(3 * H,))
         return shapes
 
-    def step(self, x: Tensor, state: HiddenState, weights: Mapping[str, Tensor]):
+    def parameter_roles(self) -> dict[str, str]:
+        roles = {"weight_ih": "input", "weight_hh": "recurrent"}
+        if self.bias:
+            roles.update(bias_ih="bias", bias_hh="bias")
+        return roles
+
+    def native_kernel(self) -> Callable:
+        return torch.gru
+
+    def native_blocker(self) -> str | None:
+        return None if self.reset_after else "reset_after=False"
+
+    def fused_kernel(self) -> Callable:
+        from rnnkit.backends.fused_gru import gru_scan
+
+        return gru_scan
+
+    def gates(self, x: Tensor, state: HiddenState, weights: Mapping[str, Tensor]):
+        """``{"reset": r_t, "update": z_t, "candidate": n_t}``, (B, H) each."""
         h = state.h
         gi = x @ weights["weight_ih"].t()
         if self.bias:
@@ -98,8 +117,13 @@ class GRUCell(RecurrentCell):
             if b_hh is not None:
                 h_n = h_n + b_hh[2 * H :]
             n = (i_n + h_n).tanh()
-        h_new = n + z * (h - n)  # (1 - z) n + z h
+        return {"reset": r, "update": z, "candidate": n}
+
+    def step(self, x: Tensor, state: HiddenState, weights: Mapping[str, Tensor]):
+        gates = self.gates(x, state, weights)
+        z, n = gates["update"], gates["candidate"]
+        h_new = n + z * (state.h - n)  # (1 - z) n + z h
         return h_new, HiddenState(h_new)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")
+    def options_repr(self) -> str:
+        return "" if self.reset_after else ", reset_after=False"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -64,6 +65,9 @@ class LSTMCell(RecurrentCell):
     """
 
     state_type = LSTMState
+    sigmoid_gates = ("input", "forget", "output")
+    forget_gate = "forget"
+    default_forget_bias = 1.0  # Jozefowicz et al. 2015
 
     def __init__(
         self,
@@ -105,13 +109,14 @@ class LSTMCell(RecurrentCell):
         return self.proj_size or self.hidden_size
 
     @property
-    def gate_count(self) -> int:
-        return 3 if self.coupled else 4
+    def gate_blocks(self) -> tuple[str, ...]:
+        """torch's order i, f, g, o; coupled drops i."""
+        blocks = ("input", "forget", "candidate", "output")
+        return blocks[1:] if self.coupled else blocks
 
     @property
-    def forget_gate_index(self) -> int:
-        """Index of the forget block among the gate blocks (0 when coupled, else 1)."""
-        return 0 if self.coupled else 1
+    def input_gate(self) -> str | None:
+        return None if self.coupled else "input"
 
     def state_sizes(self) -> tuple[int, ...]:
         return (self.output_size, self.hidden_size)
@@ -137,11 +142,54 @@ class LSTMCell(RecurrentCell):
             )
         return shapes
 
-    def step(self, x: Tensor, state: LSTMState, weights: Mapping[str, Tensor]):
-        h, c = state
+    def parameter_roles(self) -> dict[str, str]:
+        roles = {"weight_ih": "input", "weight_hh": "recurrent"}
+        for name in self.parameter_shapes():
+            if name.startswith("bias"):
+                roles[name] = "bias"
+            elif name == "weight_hr":
+                roles[name] = "projection"
+            elif name.startswith("weight_c"):
+                roles[name] = "peephole"
+            elif name.startswith("layer_norm"):
+                roles[name] = "gain" if name.endswith("_weight") else "shift"
+        return roles
+
+    def native_kernel(self) -> Callable:
+        return torch.lstm
+
+    def native_blocker(self) -> str | None:
+        for option in ("peephole", "coupled", "layer_norm"):
+            if getattr(self, option):
+                return f"{option}=True"
+        if self.forget_bias and not self.bias:
+            return f"forget_bias={self.forget_bias} with bias=False"
+        return None
+
+    def native_weights(self, weights: Mapping[str, Tensor]) -> list[Tensor]:
+        """torch's flat order, with ``forget_bias`` folded into the forget block of ``bias_ih``."""
+        weights = dict(weights)
+        if self.forget_bias:
+            H, k = self.hidden_size, self.forget_gate_index
+            shift = torch.zeros_like(weights["bias_ih"])
+            shift[k * H : (k + 1) * H] = self.forget_bias
+            weights["bias_ih"] = weights["bias_ih"] + shift
+        return list(weights.values())
+
+    def fused_kernel(self) -> Callable:
+        from rnnkit.backends.fused_lstm import lstm_scan
+
+        return lstm_scan
+
+    def gates(self, x: Tensor, state: LSTMState, weights: Mapping[str, Tensor]):
+        """``{"input": i_t, "forget": f_t, "candidate": g_t, "output": o_t}``, (B, H) each.
+
+        Coupled: ``input`` is ``1 - f_t``. With peephole ``o_t`` reads ``c_t``, computed here.
+        """
+        c = state.c
         k = self.gate_count
         a_x = x @ weights["weight_ih"].t()
-        a_h = h @ weights["weight_hh"].t()
+        a_h = state.h @ weights["weight_hh"].t()
         if self.layer_norm:
             a_x = block_layer_norm(a_x, weights["layer_norm_ih_weight"], k)
             a_h = block_layer_norm(a_h, weights["layer_norm_hh_weight"], k)
@@ -161,10 +209,13 @@ class LSTMCell(RecurrentCell):
         f = a_f.sigmoid()
         i = 1 - f if self.coupled else a_i.sigmoid()
         g = a_g.tanh()
-        c_new = f * c + i * g
         if self.peephole:
-            a_o = a_o + weights["weight_co"] * c_new
-        o = a_o.sigmoid()
+            a_o = a_o + weights["weight_co"] * (f * c + i * g)
+        return {"input": i, "forget": f, "candidate": g, "output": a_o.sigmoid()}
+
+    def step(self, x: Tensor, state: LSTMState, weights: Mapping[str, Tensor]):
+        gates = self.gates(x, state, weights)
+        c_new = gates["forget"] * state.c + gates["input"] * gates["candidate"]
         c_out = c_new
         if self.layer_norm:
             c_out = F.layer_norm(
@@ -174,13 +225,13 @@ class LSTMCell(RecurrentCell):
                 weights["layer_norm_c_bias"],
                 eps=LAYER_NORM_EPS,
             )
-        h_new = o * c_out.tanh()
+        h_new = gates["output"] * c_out.tanh()
         if self.proj_size:
             h_new = h_new @ weights["weight_hr"].t()
         return h_new, LSTMState(h_new, c_new)
 
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
+    def options_repr(self) -> str:
+        text = ""
         if self.proj_size:
             text += f", proj_size={self.proj_size}"
         for name in ("peephole", "coupled", "layer_norm"):
