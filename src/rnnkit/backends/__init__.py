@@ -4,10 +4,15 @@
   specification every other backend is tested against.
 - ``native``: torch's own fused kernels (``torch.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu``:
   oneDNN on CPU, cuDNN on GPU) for the configurations torch supports (:mod:`.native`).
-- ``fused``: every configuration; the input projection for all steps in one matmul, then one
-  ``torch.autograd.Function`` per (layer, direction) with a hand-written BPTT backward
-  (:mod:`.fused`).
-- ``auto``: ``native`` when the configuration allows it, else ``fused``.
+- ``fused``: every configuration of a cell with a fused kernel (LSTM, GRU, Elman); the input
+  projection for all steps in one matmul, then one ``torch.autograd.Function`` per
+  (layer, direction) with a hand-written BPTT backward (:mod:`.fused`), or the cell's
+  ``sequence_scan``.
+- ``auto``: ``native`` when the configuration allows it, else ``fused`` when the cell has a
+  fused kernel, else ``reference``; :func:`resolve_with_note` says why.
+
+Which kernels serve a cell is the cell's answer (``native_kernel``, ``native_blocker``,
+``fused_kernel``; see :mod:`rnnkit.cells.base`); nothing here branches on the cell's class.
 """
 
 from __future__ import annotations
@@ -22,34 +27,79 @@ def check_backend(name: str) -> str:
 
 
 def native_blocker(layer) -> str | None:
-    """The option of ``layer`` that torch's kernels cannot run, as ``name=value``; None if none."""
-    cell = layer._cells[0]
-    for option in ("peephole", "coupled", "layer_norm"):
-        if getattr(cell, option, False):
-            return f"{option}=True"
-    if getattr(cell, "forget_bias", 0.0) and not cell.bias:
-        return f"forget_bias={cell.forget_bias} with bias=False"
-    if getattr(cell, "reset_after", True) is False:
-        return "reset_after=False"
-    nonlinearity = getattr(cell, "nonlinearity", None)
-    if nonlinearity is not None and nonlinearity not in ("tanh", "relu"):
-        return f"nonlinearity={nonlinearity!r}"
+    """What keeps torch's kernels from running ``layer``, as ``name=value``; None if nothing.
+
+    The cell answers for itself (:meth:`~rnnkit.cells.RecurrentCell.native_kernel`,
+    :meth:`~rnnkit.cells.RecurrentCell.native_blocker`); options of the layer that torch's
+    kernels lack (zoneout) are checked here.
+    """
+    cell = layer.cell
+    blocker = cell.native_blocker()
+    if blocker is not None:
+        return blocker
+    if cell.native_kernel() is None:
+        return f"{type(cell).__name__}, which has no torch kernel"
     if any(layer.zoneout):
         return f"zoneout={layer.zoneout_option!r}"
     return None
 
 
-def resolve(layer) -> str:
-    """The backend that will run ``layer``: its ``backend`` option with ``auto`` decided."""
+def resolve_with_note(layer) -> tuple[str, str | None]:
+    """``(backend, note)``: the backend that will run ``layer`` and, when ``auto`` could not
+    pick ``native``, one line saying why (else None).
+
+    ``auto`` picks ``native`` if nothing blocks it, else ``fused`` if the cell has a fused
+    kernel, else ``reference``. An explicit backend that cannot serve the layer raises.
+
+    Raises:
+        ValueError: ``native`` with a blocker, or ``fused`` for a cell without a fused kernel;
+            the message names what prevents it and the backend to use instead.
+    """
+    cell = layer.cell
     blocker = native_blocker(layer)
+    fused = cell.fused_kernel() is not None
+    fallback = "fused" if fused else "reference"
     if layer.backend == "auto":
-        return "fused" if blocker else "native"
+        if blocker is None:
+            return "native", None
+        note = f"backend='auto' runs {fallback!r}: torch's kernels cannot serve {blocker}"
+        if not fused:
+            note += f", and {type(cell).__name__} has no fused kernel"
+        return fallback, note
     if layer.backend == "native" and blocker:
         raise ValueError(
             f"backend='native' cannot serve {blocker}: torch's fused kernels do not implement it; "
-            "use backend='fused' (or 'auto', which picks it)"
+            f"use backend={fallback!r} (or 'auto', which picks it)"
         )
-    return layer.backend
+    if layer.backend == "fused" and not fused:
+        raise ValueError(
+            f"backend='fused' cannot serve {type(cell).__name__}: the cell has no fused "
+            "whole-sequence kernel (fused_kernel() is None); use backend='reference' "
+            "(or 'auto', which picks it)"
+        )
+    return layer.backend, None
+
+
+def resolve(layer) -> str:
+    """The backend that will run ``layer``: its ``backend`` option with ``auto`` decided."""
+    return resolve_with_note(layer)[0]
+
+
+def scan_function(backend: str):
+    """The whole-sequence function of a scanning backend (``fused`` or ``reference``).
+
+    Both have :func:`rnnkit.backends.reference.scan`'s signature,
+    ``scan(cell, weights, x, state, keep) -> (h, final_state)``.
+    """
+    if backend == "fused":
+        from rnnkit.backends.fused import scan
+    elif backend == "reference":
+        from rnnkit.backends.reference import scan
+    else:
+        raise ValueError(
+            f"backend {backend!r} does not run a scan; expected 'fused' or 'reference'"
+        )
+    return scan
 
 
 def available_backends() -> dict[str, str]:

@@ -1,26 +1,26 @@
-"""The ``fused`` backend: dispatch a cell to its whole-sequence autograd.Function.
+"""The ``fused`` backend: run a cell's own whole-sequence kernel.
 
-Each ``*_scan`` has :func:`rnnkit.backends.reference.scan`'s signature and result; the input
+A cell names its kernel with :meth:`~rnnkit.cells.RecurrentCell.fused_kernel` (LSTM:
+:func:`~rnnkit.backends.fused_lstm.lstm_scan`, GRU: :func:`~rnnkit.backends.fused_gru.gru_scan`,
+Elman: :func:`~rnnkit.backends.fused_elman.elman_scan`, or a cell's ``sequence_scan``). Each has
+:func:`rnnkit.backends.reference.scan`'s signature and result; in the hand-written ones the input
 projection for all steps is one matmul, and the recurrence runs in one
 ``torch.autograd.Function`` with a hand-written BPTT backward (no per-step autograd graph).
 """
 
 from __future__ import annotations
 
-from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
-
 
 def scan(cell, weights, x, state, keep=None):
-    if isinstance(cell, LSTMCell):
-        from rnnkit.backends.fused_lstm import lstm_scan
+    """:func:`rnnkit.backends.reference.scan` through ``cell.fused_kernel()``.
 
-        return lstm_scan(cell, weights, x, state, keep)
-    if isinstance(cell, GRUCell):
-        from rnnkit.backends.fused_gru import gru_scan
-
-        return gru_scan(cell, weights, x, state, keep)
-    if isinstance(cell, ElmanCell):
-        from rnnkit.backends.fused_elman import elman_scan
-
-        return elman_scan(cell, weights, x, state, keep)
-    raise TypeError(f"the fused backend has no kernel for {type(cell).__name__}")
+    Raises:
+        ValueError: the cell has no fused kernel.
+    """
+    kernel = cell.fused_kernel()
+    if kernel is None:
+        raise ValueError(
+            f"the fused backend has no kernel for {type(cell).__name__} (fused_kernel() is None); "
+            "use backend='reference'"
+        )
+    return kernel(cell, weights, x, state, keep)

@@ -1,10 +1,13 @@
 """The ``native`` backend: torch's fused kernels (``torch.lstm``, ``torch.gru``, ``torch.rnn_*``).
 
 The same calls ``torch.nn.LSTM`` makes, with the layer's own weights, so a vanilla layer runs at
-exactly torch's speed. Options torch lacks but that only change the weights or the tensors
-between layers are applied around the kernel: ``weight_drop`` (the dropped ``weight_hh`` is
-passed in), ``forget_bias`` (folded into ``bias_ih``), ``variational_dropout`` (one kernel call
-per layer with the masks in between) and ``learn_initial_state``.
+exactly torch's speed. The kernel is the cell's
+:meth:`~rnnkit.cells.RecurrentCell.native_kernel`, its weights in the order of
+:meth:`~rnnkit.cells.RecurrentCell.native_weights`. Options torch lacks but that only change
+the weights or the tensors between layers are applied around the kernel: ``weight_drop`` (the
+dropped recurrent weight is passed in), ``forget_bias`` (folded into ``bias_ih`` by the LSTM
+cell), ``variational_dropout`` (one kernel call per layer with the masks in between) and
+``learn_initial_state``.
 """
 
 from __future__ import annotations
@@ -14,37 +17,27 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
-def _op(layer):
-    if layer.mode == "LSTM":
-        return torch.lstm
-    if layer.mode == "GRU":
-        return torch.gru
-    return torch.rnn_relu if layer.cell.nonlinearity == "relu" else torch.rnn_tanh
-
-
 def flat_weights(layer, only_layer: int | None = None) -> list[Tensor]:
     """Weights in torch's flat order (w_ih, w_hh, b_ih, b_hh, w_hr per layer and direction)."""
     flat = []
     for index, direction in layer._weight_names:
         if only_layer is not None and index != only_layer:
             continue
-        weights = layer.layer_weights(index, direction)
-        forget_bias = getattr(layer.cell, "forget_bias", 0.0)
-        if forget_bias:
-            H = layer.hidden_size
-            k = layer.cell.forget_gate_index
-            shift = torch.zeros_like(weights["bias_ih"])
-            shift[k * H : (k + 1) * H] = forget_bias
-            weights["bias_ih"] = weights["bias_ih"] + shift
-        flat.extend(weights.values())
+        cell = layer._cells[index]
+        flat.extend(cell.native_weights(layer.layer_weights(index, direction)))
     return flat
+
+
+def _state_argument(state: tuple[Tensor, ...]):
+    # torch's kernels take a tuple for a multi-field state (LSTM's (h, c)), else the tensor.
+    return state if len(state) > 1 else state[0]
 
 
 def _run(layer, x, hx: tuple[Tensor, ...], lengths, packed, weights, num_layers, dropout):
     """One kernel call; ``x`` time-major padded (used when ``packed`` is None)."""
-    op = _op(layer)
+    op = layer.cell.native_kernel()
     state = tuple(s.contiguous() for s in hx)
-    arg = state if layer.mode == "LSTM" else state[0]
+    arg = _state_argument(state)
     common = (layer.bias, num_layers, dropout, layer.training, layer.bidirectional)
     if packed is None and lengths is None:
         result = op(x, arg, weights, *common, False)
@@ -54,7 +47,7 @@ def _run(layer, x, hx: tuple[Tensor, ...], lengths, packed, weights, num_layers,
     order, unorder = packed.sorted_indices, packed.unsorted_indices
     if order is not None:
         state = tuple(s.index_select(1, order) for s in state)
-        arg = state if layer.mode == "LSTM" else state[0]
+        arg = _state_argument(state)
     result = op(packed.data, packed.batch_sizes, arg, weights, *common)
     output = PackedSequence(result[0], packed.batch_sizes, order, unorder)
     final = tuple(result[1:])

@@ -1,5 +1,21 @@
-"""Drop-in recurrent layers over any cell; see :mod:`rnnkit.layers.recurrent`."""
+"""Drop-in recurrent layers over any cell; see :mod:`rnnkit.layers.recurrent`.
+
+Cell families by name (``lstm``, ``gru``, ``rnn``, ``irnn`` and any registered later):
+:mod:`rnnkit.layers.registry`.
+"""
 
 from rnnkit.layers.recurrent import GRU, IRNN, LSTM, RNN, RecurrentLayer, make_layer, reverse_padded
+from rnnkit.layers.registry import cell_families, cell_family, register_cell_family
 
-__all__ = ["GRU", "IRNN", "LSTM", "RNN", "RecurrentLayer", "make_layer", "reverse_padded"]
+__all__ = [
+    "GRU",
+    "IRNN",
+    "LSTM",
+    "RNN",
+    "RecurrentLayer",
+    "cell_families",
+    "cell_family",
+    "make_layer",
+    "register_cell_family",
+    "reverse_padded",
+]

@@ -3,6 +3,11 @@
 A layer owns its parameters under torch's names (``weight_ih_l0``, ``weight_hh_l1_reverse``,
 ``weight_hr_l0``, …) so ``load_state_dict`` works both ways with its ``torch.nn`` namesake, and
 runs one cell per (layer, direction) through a backend (see :mod:`rnnkit.backends`).
+
+Layers ask the cell what they need — its state fields (``cell.state_type``), which parameters
+are recurrent (``cell.parameter_names("recurrent")`` for DropConnect) — so any
+:class:`rnnkit.cells.RecurrentCell` runs in :class:`RecurrentLayer`. The built-in families are
+registered by name in :mod:`rnnkit.layers.registry`; :func:`make_layer` reads it.
 """
 
 from __future__ import annotations
@@ -16,14 +21,25 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import backends, regularizers
-from rnnkit.backends import native, reference
+from rnnkit.backends import native
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
 from rnnkit.cells.base import _check_size
 from rnnkit.init import initialize
 
+# CELL_LAYERS is re-exported for callers that read the table from here (rnnkit.tasks.base).
+from rnnkit.layers.registry import CELL_LAYERS as CELL_LAYERS
+from rnnkit.layers.registry import cell_family, register_cell_family
+
 
 class RecurrentLayer(nn.Module):
-    r"""Base of :class:`RNN`, :class:`LSTM` and :class:`GRU`; see their docstrings.
+    r"""Base of :class:`RNN`, :class:`LSTM` and :class:`GRU`: stacks any cell; see their docstrings.
+
+    ``make_cell(layer_input, create_parameters=False, device=..., dtype=...)`` builds the cell
+    of one layer (its input size is ``input_size`` for layer 0, else ``D*P``); the layer stores
+    the parameters under torch's names. A subclass sets ``family_options``: the names of the
+    keyword options its family adds (for the registry, :mod:`rnnkit.layers.registry`), and
+    ``mode``: ``torch.nn``'s mode string where torch has the layer (informational; nothing
+    dispatches on it).
 
     Shapes (torch's legend): T sequence length, B batch, I ``input_size``, H ``hidden_size``,
     P ``proj_size`` or H, D 2 if bidirectional else 1, L ``num_layers``.
@@ -38,7 +54,8 @@ class RecurrentLayer(nn.Module):
     read the sequence back to its first step — exactly ``torch.nn``'s convention.
     """
 
-    mode = "RNN"
+    mode: str | None = None
+    family_options: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -84,8 +101,6 @@ class RecurrentLayer(nn.Module):
             "variational_dropout", variational_dropout
         )
         self.weight_drop = regularizers.check_probability("weight_drop", weight_drop)
-        self.zoneout_option = zoneout
-        self.zoneout = self._parse_zoneout(zoneout)
         self.learn_initial_state = bool(learn_initial_state)
 
         D = self.num_directions
@@ -95,6 +110,13 @@ class RecurrentLayer(nn.Module):
             cells.append(make_cell(layer_input, create_parameters=False, **factory))
         # Cells hold the configuration and the step math; parameters live on the layer.
         self._cells = tuple(cells)
+        if cells[0].output_size != self.output_size:
+            raise ValueError(
+                f"{type(self).__name__}: the cell's output_size is {cells[0].output_size}, "
+                f"the layer's is {self.output_size} (pass proj_size to the layer too)"
+            )
+        self.zoneout_option = zoneout
+        self.zoneout = self._parse_zoneout(zoneout)
         self._weight_names: dict[tuple[int, int], dict[str, str]] = {}
         for layer, cell in enumerate(cells):
             for direction in range(D):
@@ -140,7 +162,7 @@ class RecurrentLayer(nn.Module):
         return tuple(regularizers.check_probability("zoneout", float(v)) for v in values)
 
     def _state_fields(self) -> tuple[str, ...]:
-        return ("h", "c") if self.mode == "LSTM" else ("h",)
+        return self.cell.state_type._fields
 
     def reset_parameters(self, init: str | Callable | None = None) -> None:
         """(Re)initialise every (layer, direction) with ``init`` (default: the layer's own)."""
@@ -173,15 +195,23 @@ class RecurrentLayer(nn.Module):
         return [list(self.cell_weights(l, d).values()) for (l, d) in self._weight_names]
 
     def resolved_backend(self) -> str:
-        """The backend that runs this layer (``auto`` decided; raises if ``native`` can't)."""
+        """The backend that runs this layer (``auto`` decided; raises if an explicit one can't)."""
         return backends.resolve(self)
+
+    def backend_note(self) -> str | None:
+        """One line on why ``auto`` did not pick ``native``; None when it did or when explicit.
+
+        Example::
+
+            >>> rnnkit.LSTM(4, 8, peephole=True).backend_note()
+            "backend='auto' runs 'fused': torch's kernels cannot serve peephole=True"
+        """
+        return backends.resolve_with_note(self)[1]
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
-        if self.mode == "RNN" and self.cell.nonlinearity != "tanh":
-            text += f", nonlinearity={self.cell.nonlinearity!r}"
+        text += self.cell.options_repr()
         defaults = {
-            "proj_size": 0,
             "num_layers": 1,
             "bias": True,
             "batch_first": False,
@@ -199,13 +229,6 @@ class RecurrentLayer(nn.Module):
                 text += f", {name}={value!r}"
         if any(self.zoneout):
             text += f", zoneout={self.zoneout_option!r}"
-        for option in ("peephole", "coupled", "layer_norm"):
-            if getattr(self.cell, option, False):
-                text += f", {option}=True"
-        if getattr(self.cell, "forget_bias", 0.0):
-            text += f", forget_bias={self.cell.forget_bias}"
-        if getattr(self.cell, "reset_after", True) is False:
-            text += ", reset_after=False"
         return text
 
     # -- forward -----------------------------------------------------------------------------
@@ -270,7 +293,8 @@ class RecurrentLayer(nn.Module):
             if unbatched:
                 output = output.squeeze(1)
                 final = tuple(s.squeeze(1) for s in final)
-        return output, (final if self.mode == "LSTM" else final[0])
+        # torch's convention: a tuple for a multi-field state (LSTM's (h, c)), else the tensor.
+        return output, (final if len(final) > 1 else final[0])
 
     def _check_lengths(self, lengths, T: int, B: int) -> Tensor | None:
         name = type(self).__name__
@@ -302,9 +326,10 @@ class RecurrentLayer(nn.Module):
                 )
             zeros = x.new_zeros(rows, B, sizes[0])
             return tuple(x.new_zeros(rows, B, s) if s != sizes[0] else zeros for s in sizes)
-        if self.mode == "LSTM":
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+        if len(fields) > 1:
+            if not isinstance(hx, (tuple, list)) or len(hx) != len(fields):
+                expected = ", ".join(f"{f}_0" for f in fields)
+                raise TypeError(f"{name}: hx must be a tuple ({expected}), got {type(hx).__name__}")
         else:
             if not isinstance(hx, Tensor):
                 raise TypeError(f"{name}: hx must be a Tensor h_0, got {type(hx).__name__}")
@@ -331,9 +356,10 @@ class RecurrentLayer(nn.Module):
         """One (layer, direction)'s weights for this forward: with DropConnect while training."""
         weights = self.cell_weights(layer, direction)
         if self.weight_drop and self.training:
-            weights["weight_hh"] = regularizers.drop_connect(
-                weights["weight_hh"], self.weight_drop, True
-            )
+            for recurrent in self._cells[layer].parameter_names("recurrent"):
+                weights[recurrent] = regularizers.drop_connect(
+                    weights[recurrent], self.weight_drop, True
+                )
         return weights
 
     def _keep(self, T: int, B: int, lengths: Tensor | None, x: Tensor):
@@ -353,10 +379,7 @@ class RecurrentLayer(nn.Module):
         return tuple(keep)
 
     def _forward_scan(self, x: Tensor, state: tuple[Tensor, ...], lengths, backend: str):
-        if backend == "fused":
-            from rnnkit.backends.fused import scan
-        else:
-            scan = reference.scan
+        scan = backends.scan_function(backend)
         T, B = x.shape[0], x.shape[1]
         D = self.num_directions
         valid = None
@@ -434,6 +457,7 @@ class RNN(RecurrentLayer):
     """
 
     mode = "RNN"
+    family_options = ("nonlinearity",)
 
     def __init__(
         self,
@@ -506,6 +530,7 @@ class LSTM(RecurrentLayer):
     """
 
     mode = "LSTM"
+    family_options = ("peephole", "coupled", "layer_norm", "proj_size", "forget_bias")
 
     def __init__(
         self,
@@ -575,6 +600,7 @@ class GRU(RecurrentLayer):
     """
 
     mode = "GRU"
+    family_options = ("reset_after",)
 
     def __init__(
         self,
@@ -609,15 +635,22 @@ class GRU(RecurrentLayer):
         )
 
 
-CELL_LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "irnn": IRNN}
+register_cell_family("lstm", LSTM)
+register_cell_family("gru", GRU)
+register_cell_family("rnn", RNN)
+register_cell_family("irnn", IRNN)
 
 
 def make_layer(cell: str, input_size: int, hidden_size: int, **options) -> RecurrentLayer:
-    """Build a layer from a cell name: ``lstm``, ``gru``, ``rnn`` (Elman) or ``irnn``.
+    """Build a layer from a registered cell family: ``lstm``, ``gru``, ``rnn`` (Elman), ``irnn``, …
 
     ``options`` are the layer's keyword arguments (``num_layers``, ``batch_first``, variant
-    flags, ``init``, ``backend``, regularisers, …).
+    flags, ``init``, ``backend``, regularisers, …). Families come from
+    :mod:`rnnkit.layers.registry` (:func:`~rnnkit.layers.registry.register_cell_family`).
+
+    Example::
+
+        >>> make_layer("gru", 4, 8, num_layers=2)
+        GRU(4, 8, num_layers=2)
     """
-    if cell not in CELL_LAYERS:
-        raise ValueError(f"cell must be one of {', '.join(CELL_LAYERS)}; got {cell!r}")
-    return CELL_LAYERS[cell](input_size, hidden_size, **options)
+    return cell_family(cell)(input_size, hidden_size, **options)
