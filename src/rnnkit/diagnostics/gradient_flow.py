@@ -282,9 +282,10 @@ def memory_horizon(curve: Tensor, threshold: float = 1e-3) -> int | None:
 def pascanu_bound(cell, weights) -> float | None:
     """σ_max(W_hh)·γ for an Elman cell (γ bounds |φ'|); None for gated cells."""
     nonlinearity = getattr(cell, "nonlinearity", None)
-    if nonlinearity is None or getattr(cell, "gate_count", 1) != 1:
+    recurrent = cell.parameter_names("recurrent")
+    if nonlinearity not in DERIVATIVE_BOUND or cell.gate_count != 1 or not recurrent:
         return None
-    sigma = torch.linalg.matrix_norm(weights["weight_hh"].detach().double(), ord=2).item()
+    sigma = torch.linalg.matrix_norm(weights[recurrent[0]].detach().double(), ord=2).item()
     return sigma * DERIVATIVE_BOUND[nonlinearity]
 
 

@@ -156,12 +156,13 @@ def diagnose(
 
 def parse_cell(text: str, init: str | None = None) -> tuple[str, str | None]:
     """``"lstm"`` → ("lstm", init); ``"lstm:chrono:200"`` → ("lstm", "chrono:200")."""
-    from rnnkit.layers.recurrent import CELL_LAYERS
+    from rnnkit.layers.registry import cell_families
 
+    families = cell_families()
     cell, _, own = text.strip().partition(":")
-    if cell not in CELL_LAYERS:
+    if cell not in families:
         raise ValueError(
-            f"cell must be one of {', '.join(CELL_LAYERS)} (optionally cell:init); got {text!r}"
+            f"cell must be one of {', '.join(families)} (optionally cell:init); got {text!r}"
         )
     return cell, own or init
 
