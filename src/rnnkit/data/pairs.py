@@ -7,7 +7,7 @@ one tab::
 
 Blank lines are skipped; any other line without exactly one tab, or with an empty source or
 target, is an error naming the line. Sequences are characters. Each side has its own
-:class:`TokenVocab` whose first four ids are the specials ``<pad>``, ``<unk>``, ``<S>`` (start of
+:class:`PairCharVocab` whose first four ids are the specials ``<pad>``, ``<unk>``, ``<S>`` (start of
 output, fed to the decoder first) and ``<E>`` (end of output, the decoder's last target).
 
 Example::
@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit.data.vocab import END, PAD, START, UNKNOWN, TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_json, read_json
 
-PAD, UNK, START, END = "<pad>", "<unk>", "<S>", "<E>"
-SPECIALS = (PAD, UNK, START, END)
+SPECIALS = (PAD, UNKNOWN, START, END)
 
 Pair = tuple[str, str]
 
@@ -87,66 +87,34 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     return parse_pairs(text.split("\n"), source=str(path))
 
 
-def split_indices(n: int, val_size: int, test_size: int, seed: int = 0) -> dict[str, list[int]]:
-    """Indices of ``n`` pairs, shuffled with ``seed``, cut into ``test``, ``val`` and ``train``
-    parts of the given sizes (each part sorted, so it reads in file order).
+class PairCharVocab(TokenVocab):
+    """The characters of one side of a pair <-> ids; ids 0-3 are ``<pad>``, ``<unk>``, ``<S>``,
+    ``<E>``, then the characters in code-point order.
 
-    Raises:
-        InvalidInputError: fewer than ``val_size + test_size + 1`` pairs.
-    """
-    if val_size < 0 or test_size < 0:
-        raise ValueError(f"split sizes must be >= 0, got {val_size} and {test_size}")
-    if n <= val_size + test_size:
-        raise InvalidInputError(
-            f"{n} pairs leave none for training after {val_size} validation and {test_size} "
-            "test pairs; give more pairs or smaller --val-fraction/--test-fraction"
-        )
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return {
-        "test": sorted(order[:test_size]),
-        "val": sorted(order[test_size : test_size + val_size]),
-        "train": sorted(order[test_size + val_size :]),
-    }
+    ``<S>`` is fed to the decoder first, ``<E>`` is its last target; :meth:`decode` stops there.
 
+    Args:
+        chars: the known characters, without duplicates.
+        specials: must be ``("<pad>", "<unk>", "<S>", "<E>")`` (or None); others are refused.
 
-# -- vocabularies ----------------------------------------------------------------------------
-class TokenVocab:
-    """Characters <-> ids; ids 0-3 are ``<pad>``, ``<unk>``, ``<S>``, ``<E>``, then characters.
-
-    >>> v = TokenVocab.build(["ba", "c"])
+    >>> v = PairCharVocab.build(["ba", "c"])
     >>> v.tokens[4:], v.encode("abz"), v.decode([4, 5, 3, 6])
     (['a', 'b', 'c'], [4, 5, 1], 'ab')
     """
 
+    SPECIALS = SPECIALS
+    KIND = "char"
     pad_id, unk_id, start_id, end_id = 0, 1, 2, 3
 
-    def __init__(self, tokens: Sequence[str]) -> None:
-        tokens = list(tokens)
-        if tuple(tokens[:4]) != SPECIALS:
-            raise ValueError(f"a vocabulary starts with {', '.join(SPECIALS)}; got {tokens[:4]}")
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("vocabulary tokens must be unique")
-        self.tokens = tokens
-        self.index = {t: i for i, t in enumerate(tokens) if i >= len(SPECIALS)}
+    def __init__(self, chars: Iterable[str], specials: Sequence[str] | None = None) -> None:
+        if specials is not None and tuple(specials) != self.SPECIALS:
+            raise ValueError(f"a vocabulary of pairs has the specials {list(self.SPECIALS)}")
+        super().__init__(chars)
 
     @classmethod
-    def build(cls, texts: Iterable[str]) -> TokenVocab:
+    def build(cls, texts: Iterable[str]) -> PairCharVocab:
         """Every character of ``texts``, sorted by code point."""
-        return cls([*SPECIALS, *sorted({c for text in texts for c in text})])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, TokenVocab) and self.tokens == other.tokens
-
-    def __repr__(self) -> str:
-        return f"TokenVocab({len(self)} tokens)"
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the characters of ``text``; unseen characters become ``unk_id``."""
-        return [self.index.get(c, self.unk_id) for c in text]
+        return cls(sorted({c for text in texts for c in text}))
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` up to the first ``<E>``: no specials but ``<unk>`` (U+FFFD)."""
@@ -161,21 +129,19 @@ class TokenVocab:
                 out.append(self.tokens[i])
         return "".join(out)
 
-    def unknown_chars(self, text: str) -> list[str]:
-        """Distinct characters of ``text`` not in the vocabulary, in order of appearance."""
-        return list(dict.fromkeys(c for c in text if c not in self.index))
-
 
 class PairVocab:
     """The source and target vocabularies of a seq2seq model, saved together as ``vocab.json``."""
 
-    def __init__(self, source: TokenVocab, target: TokenVocab) -> None:
+    def __init__(self, source: PairCharVocab, target: PairCharVocab) -> None:
         self.source = source
         self.target = target
 
     @classmethod
     def build(cls, pairs: Sequence[Pair]) -> PairVocab:
-        return cls(TokenVocab.build(s for s, _ in pairs), TokenVocab.build(t for _, t in pairs))
+        return cls(
+            PairCharVocab.build(s for s, _ in pairs), PairCharVocab.build(t for _, t in pairs)
+        )
 
     def __eq__(self, other) -> bool:
         return (
@@ -188,7 +154,7 @@ class PairVocab:
         """Raise :class:`InvalidInputError` if ``text`` is empty or has characters never seen."""
         if not text.strip():
             raise InvalidInputError(f"{what} is empty; give the text to translate")
-        unseen = self.source.unknown_chars(text)
+        unseen = self.source.unknown_tokens(text)
         if unseen:
             shown = ", ".join(repr(c) for c in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
             raise InvalidInputError(
@@ -197,16 +163,28 @@ class PairVocab:
             )
 
     def to_json(self) -> dict:
-        return {"type": "seq2seq-char", "source": self.source.tokens, "target": self.target.tokens}
+        return {
+            "type": "seq2seq-char",
+            "source": self.source.to_json(),
+            "target": self.target.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data, where: str = "vocab.json") -> PairVocab:
+        """Read :meth:`to_json`'s form, or the earlier one with a bare token list per side.
+
+        >>> old = {"type": "seq2seq-char", "source": ["<pad>", "<unk>", "<S>", "<E>", "a"],
+        ...        "target": ["<pad>", "<unk>", "<S>", "<E>", "1"]}
+        >>> PairVocab.from_json(old).target.encode("12")
+        [4, 1]
+        """
         if not isinstance(data, dict) or data.get("type") != "seq2seq-char":
             raise InvalidInputError(f"{where} is not a seq2seq vocabulary written by rnnkit")
         try:
-            return cls(TokenVocab(data["source"]), TokenVocab(data["target"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            sides = [data["source"], data["target"]]
+        except KeyError as exc:
             raise InvalidInputError(f"{where} is malformed ({exc}); train again") from None
+        return cls(*(PairCharVocab.from_json(side, where) for side in sides))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_json())

@@ -1,4 +1,4 @@
-"""Tagged sentences: readers for ``word/TAG`` lines and CoNLL-U, vocabularies, splits, batches.
+"""Tagged sentences: readers for ``word/TAG`` lines and CoNLL-U, vocabularies, batches.
 
 Two input formats:
 
@@ -33,14 +33,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_json, read_json
 
 FORMATS = ("wordtag", "conllu")
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
-
-PAD = "<pad>"
-UNK = "<unk>"
 
 
 @dataclass(frozen=True)
@@ -199,103 +197,7 @@ def read_tagged(
     return sentences
 
 
-# ----------------------------------------------------------------------------- splits
-
-
-def split_indices(
-    n: int, *, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
-) -> dict[str, list[int]]:
-    """Random but seeded split of ``range(n)`` into ``train``/``val``/``test`` index lists.
-
-    Each list is sorted; sizes are ``round(n * fraction)`` for val and test, at least one
-    sentence stays in train.
-    """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}"
-        )
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_test = round(n * test_fraction)
-    n_val = round(n * val_fraction)
-    if n - n_test - n_val < 1:
-        raise InvalidInputError(
-            f"only {n} sentence(s): too few to hold out validation and test data"
-        )
-    return {
-        "test": sorted(order[:n_test]),
-        "val": sorted(order[n_test : n_test + n_val]),
-        "train": sorted(order[n_test + n_val :]),
-    }
-
-
 # ----------------------------------------------------------------------------- vocabularies
-
-
-class Vocabulary:
-    """Strings <-> ids. With ``specials`` (``<pad>`` = 0, ``<unk>`` = 1) unknown strings map to 1.
-
-    Example::
-
-        >>> v = Vocabulary.build([["a", "b", "a"]], specials=True)
-        >>> v.encode(["a", "zzz"])
-        [2, 1]
-    """
-
-    def __init__(self, items: Sequence[str], specials: bool = True):
-        self.specials = specials
-        self.itos = ([PAD, UNK] if specials else []) + [s for s in items]
-        self.stoi = {s: i for i, s in enumerate(self.itos)}
-        if len(self.stoi) != len(self.itos):
-            raise ValueError("vocabulary items must be unique")
-
-    @classmethod
-    def build(
-        cls, sequences: Iterable[Iterable[str]], *, min_freq: int = 1, specials: bool = True
-    ) -> Vocabulary:
-        """Count items; keep those seen ``min_freq`` times or more, most frequent first."""
-        counts = Counter(item for seq in sequences for item in seq)
-        if specials:
-            counts.pop(PAD, None)
-            counts.pop(UNK, None)
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        kept = [s for s, c in ranked if c >= min_freq]
-        return cls(kept, specials=specials)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, item: str) -> bool:
-        return item in self.stoi
-
-    @property
-    def pad_index(self) -> int:
-        return 0
-
-    @property
-    def unk_index(self) -> int:
-        return 1
-
-    def encode(self, items: Iterable[str]) -> list[int]:
-        if self.specials:
-            return [self.stoi.get(s, 1) for s in items]
-        try:
-            return [self.stoi[s] for s in items]
-        except KeyError as exc:
-            raise InvalidInputError(f"unknown item {exc.args[0]!r}") from None
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.itos[i] for i in ids]
-
-    def to_json(self) -> dict:
-        return {"specials": self.specials, "items": self.itos[2:] if self.specials else self.itos}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Vocabulary:
-        return cls(data["items"], specials=data["specials"])
 
 
 class TaggingVocab:
@@ -304,14 +206,15 @@ class TaggingVocab:
     ``words`` holds training words seen at least ``min_freq`` times (rarer ones map to
     ``<unk>``, so the model learns the unknown-word embedding from them); ``rare_words`` keeps
     the others so that "unknown word" can mean "unseen in training" in the metrics.
-    ``tags`` has no specials: every tag is a class.
+    ``words`` and ``chars`` have the specials ``<pad>`` (0) and ``<unk>`` (1); ``tags`` has none:
+    every tag is a class. Each is a :class:`~rnnkit.data.vocab.TokenVocab`, most frequent first.
     """
 
     def __init__(
         self,
-        words: Vocabulary,
-        chars: Vocabulary,
-        tags: Vocabulary,
+        words: TokenVocab,
+        chars: TokenVocab,
+        tags: TokenVocab,
         rare_words: Iterable[str] = (),
     ):
         self.words, self.chars, self.tags = words, chars, tags
@@ -329,13 +232,13 @@ class TaggingVocab:
         (e.g. the whole file, so held-out sentences never carry an unknown tag)."""
         if min_freq < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq}")
-        words = Vocabulary.build((s.words for s in sentences), min_freq=min_freq)
+        words = TokenVocab.build((s.words for s in sentences), min_freq=min_freq)
         seen = {w for s in sentences for w in s.words}
         return cls(
             words=words,
-            chars=Vocabulary.build(w for s in sentences for w in s.words),
-            tags=Vocabulary.build((s.tags for s in (tag_sentences or sentences)), specials=False),
-            rare_words=sorted(seen.difference(words.stoi)),
+            chars=TokenVocab.build(w for s in sentences for w in s.words),
+            tags=TokenVocab.build((s.tags for s in (tag_sentences or sentences)), specials=()),
+            rare_words=sorted(seen.difference(words.index)),
         )
 
     def seen(self, word: str) -> bool:
@@ -351,9 +254,13 @@ class TaggingVocab:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> TaggingVocab:
+    def from_json(cls, data: dict, where: str = "vocab.json") -> TaggingVocab:
+        """Read :meth:`to_json`'s form; each part may be in the current or an earlier format
+        (``{"specials": true, "items": [...]}``, see :meth:`TokenVocab.from_json`)."""
         try:
-            parts = [Vocabulary.from_json(data[k]) for k in ("words", "chars", "tags")]
+            parts = [
+                TokenVocab.from_json(data[k], f"{where} ({k})") for k in ("words", "chars", "tags")
+            ]
             return cls(*parts, rare_words=data.get("rare_words", ()))
         except (KeyError, TypeError) as exc:
             raise InvalidInputError(f"tagging vocabulary is malformed ({exc!r})") from None
@@ -363,7 +270,7 @@ class TaggingVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> TaggingVocab:
-        return cls.from_json(read_json(path))
+        return cls.from_json(read_json(path), str(path))
 
     def check_tags(self, sentences: Sequence[TaggedSentence], what: str = "test") -> None:
         """Raise InvalidInputError naming tags of ``sentences`` never seen in training."""
@@ -402,8 +309,8 @@ def encode(
     # one tensor from padded lists: far cheaper than a small tensor per word
     chars = torch.tensor([ids + [0] * (C - len(ids)) for ids in spelled], dtype=torch.long)
     if sentence.tags:
-        stoi = vocab.tags.stoi
-        tags = torch.tensor([stoi.get(t, IGNORE_INDEX) for t in sentence.tags], dtype=torch.long)
+        index = vocab.tags.index
+        tags = torch.tensor([index.get(t, IGNORE_INDEX) for t in sentence.tags], dtype=torch.long)
     else:
         tags = torch.full((len(sentence.words),), IGNORE_INDEX, dtype=torch.long)
     words = torch.tensor(vocab.words.encode(sentence.words), dtype=torch.long)

@@ -2,14 +2,15 @@
 
 A CSV file (plain, ``.gz``, ``.bz2`` or ``.xz``) with a header row holds one example per row; two
 columns are used, the text and its label. Text becomes tokens (words or characters), tokens
-become ids through a :class:`Vocabulary` built on the training split only (tokens rarer than
-``min_freq`` map to ``<unk>``), labels become ids through a :class:`LabelEncoder`.
+become ids through a :class:`~rnnkit.data.vocab.TokenVocab` (``<pad>`` = 0, ``<unk>`` = 1) built
+on the training split only (tokens rarer than ``min_freq`` map to ``<unk>``), labels become ids
+through a :class:`LabelEncoder`. Splits come from :func:`rnnkit.data.split.split_indices`.
 
 Example::
 
     data = read_text_csv("reviews.csv", text_column="text", label_column="label")
     tokens = [tokenize(t, "word") for t in data.texts]
-    vocab = Vocabulary.build(tokens, min_freq=2)
+    vocab = TokenVocab.build(tokens, min_freq=2)
     ids = [vocab.encode(t) for t in tokens]
 """
 
@@ -21,22 +22,19 @@ import gzip
 import io
 import logging
 import lzma
-import math
 import pathlib
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from rnnkit.data.packages import package_file
+from rnnkit.data.vocab import PAD, UNKNOWN, TokenVocab
 from rnnkit.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-PAD = "<pad>"
-UNK = "<unk>"
 LEVELS = ("word", "char")
 
 # Words (letters/digits/underscore with inner apostrophes and hyphens) or single punctuation marks.
@@ -69,60 +67,6 @@ def tokenize(text: str, level: str = "word", lowercase: bool = True) -> list[str
     if level == "word":
         return _WORD.findall(text)
     return list(" ".join(text.split()))
-
-
-class Vocabulary:
-    """Token <-> id map; id 0 is ``<pad>``, id 1 is ``<unk>``, then tokens by falling frequency.
-
-    >>> v = Vocabulary.build([["a", "b", "a"], ["a", "c"]], min_freq=2)
-    >>> v.tokens, v.encode(["a", "z"])
-    (['<pad>', '<unk>', 'a'], [2, 1])
-    """
-
-    pad_id = 0
-    unk_id = 1
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        tokens = list(tokens)
-        if tokens[:2] != [PAD, UNK]:
-            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {tokens[:2]}")
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("vocabulary tokens must be unique")
-        self.tokens = tokens
-        self.index = {t: i for i, t in enumerate(tokens)}
-
-    @classmethod
-    def build(
-        cls, sequences: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None
-    ) -> Vocabulary:
-        """Every token seen at least ``min_freq`` times (ties broken alphabetically), at most
-        ``max_size`` tokens besides the two specials."""
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1; got {min_freq}")
-        counts = Counter(t for seq in sequences for t in seq)
-        kept = sorted(
-            (t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t)
-        )
-        kept = [t for t in kept if t not in (PAD, UNK)]
-        if max_size is not None:
-            kept = kept[:max_size]
-        return cls([PAD, UNK, *kept])
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        return [self.index.get(t, self.unk_id) for t in tokens]
-
-    def decode(self, ids: Sequence[int]) -> list[str]:
-        return [self.tokens[i] for i in ids]
-
-    def to_json(self) -> dict:
-        return {"tokens": self.tokens}
-
-    @classmethod
-    def from_json(cls, obj: dict) -> Vocabulary:
-        return cls(obj["tokens"])
 
 
 class LabelEncoder:
@@ -263,34 +207,6 @@ def read_text_csv(
     return TextExamples(texts, labels, rows)
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[int]]:
-    """A seeded random partition of ``range(n)`` into train / val / test index lists.
-
-    >>> s = split_indices(10, 0.2, 0.1, seed=0)
-    >>> sorted(len(v) for v in s.values())
-    [1, 2, 7]
-    """
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1); got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
-            f"val_fraction + test_fraction must be < 1; got {val_fraction + test_fraction}"
-        )
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    n_test = math.floor(n * test_fraction + 0.5)
-    n_val = math.floor(n * val_fraction + 0.5)
-    if n - n_test - n_val < 1:
-        raise InvalidInputError(f"only {n} examples: too few to split off validation and test")
-    return {
-        "test": sorted(order[:n_test]),
-        "val": sorted(order[n_test : n_test + n_val]),
-        "train": sorted(order[n_test + n_val :]),
-    }
-
-
 # ----------------------------------------------------------------------------- word2vec vectors
 
 
@@ -406,23 +322,24 @@ def _read_w2v_binary(path: pathlib.Path, wanted):
 
 
 def embedding_matrix(
-    vocab: Vocabulary, vectors: dict[str, np.ndarray], dim: int, seed: int = 0
+    vocab: TokenVocab, vectors: dict[str, np.ndarray], dim: int, seed: int = 0
 ) -> tuple[np.ndarray, int]:
     """(V, dim) float32 rows for ``vocab``: the pretrained vector when the token (or its lower
     case) has one, else N(0, 0.1²); the ``<pad>`` row is zero. Returns the matrix and how many
-    tokens were found."""
+    regular tokens (not specials) were found."""
     rng = np.random.default_rng(seed)
     matrix = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
     matrix[vocab.pad_id] = 0.0
     found = 0
-    for i, token in enumerate(vocab.tokens[2:], start=2):
+    first = len(vocab.specials)
+    for i, token in enumerate(vocab.tokens[first:], start=first):
         vector = vectors.get(token)
         if vector is None:
             vector = vectors.get(token.lower())
         if vector is not None:
             matrix[i] = vector
             found += 1
-    log.info("pretrained vectors for %d of %d vocabulary tokens", found, len(vocab) - 2)
+    log.info("pretrained vectors for %d of %d vocabulary tokens", found, len(vocab) - first)
     return matrix, found
 
 
@@ -430,15 +347,17 @@ class TextEncoder:
     """Text -> token ids with the settings a model was trained with (saved with the run).
 
     Texts longer than ``max_length`` tokens keep their first ``max_length`` (None: no limit).
+    The vocabulary's specials are ``<pad>`` (id 0, the padding the classifier expects) and
+    ``<unk>`` (id 1).
 
-    >>> enc = TextEncoder(Vocabulary.build([["a", "good", "film"]]), level="word")
+    >>> enc = TextEncoder(TokenVocab.build([["a", "good", "film"]]), level="word")
     >>> enc.encode("A good, good film")
     [2, 4, 1, 4, 3]
     """
 
     def __init__(
         self,
-        vocab: Vocabulary,
+        vocab: TokenVocab,
         level: str = "word",
         lowercase: bool = True,
         max_length: int | None = None,
@@ -447,6 +366,10 @@ class TextEncoder:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be >= 1 or None; got {max_length}")
+        if vocab.specials != (PAD, UNKNOWN):
+            raise ValueError(
+                f"a text vocabulary has the specials {[PAD, UNKNOWN]}; got {list(vocab.specials)}"
+            )
         self.vocab, self.level, self.lowercase, self.max_length = (
             vocab,
             level,
@@ -468,9 +391,21 @@ class TextEncoder:
             "level": self.level,
             "lowercase": self.lowercase,
             "max_length": self.max_length,
-            **self.vocab.to_json(),
+            # The vocabulary's fields sit beside the encoder's ("tokens" where it always was).
+            **{k: v for k, v in self.vocab.to_json().items() if k != "type"},
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> TextEncoder:
-        return cls(Vocabulary.from_json(obj), obj["level"], obj["lowercase"], obj.get("max_length"))
+    def from_json(cls, obj: dict, where: str = "encoders.json") -> TextEncoder:
+        """Read :meth:`to_json`'s form, or the earlier one without ``"specials"``.
+
+        >>> old = {"type": "text", "level": "char", "lowercase": False, "max_length": None,
+        ...        "tokens": ["<pad>", "<unk>", "a"]}
+        >>> TextEncoder.from_json(old).encode("ab")
+        [2, 1]
+        """
+        vocab = TokenVocab.from_json(obj, where)
+        try:
+            return cls(vocab, obj["level"], obj["lowercase"], obj.get("max_length"))
+        except (KeyError, ValueError) as exc:
+            raise InvalidInputError(f"{where}: text encoder is malformed ({exc!r})") from None

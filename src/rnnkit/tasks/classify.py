@@ -41,17 +41,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnkit.data.split import split_indices
 from rnnkit.data.textclass import (
     LabelEncoder,
     TextEncoder,
-    Vocabulary,
     embedding_matrix,
     load_word2vec,
     read_text_csv,
     rotten_tomatoes_path,
-    split_indices,
 )
 from rnnkit.data.ts import Standardizer, read_ts, sktime_ts_paths
+from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, read_json
 from rnnkit.tasks.classifier import (
@@ -265,7 +265,7 @@ def _split(n: int, data: ClassifyData, seed: int, saved: dict | None, ids: list[
                 f"the recorded split names row/case {exc.args[0]}, which the data no longer has"
             ) from None
     test_fraction = 0.0 if data.has_test_file else data.test_fraction
-    return split_indices(n, data.val_fraction, test_fraction, seed)
+    return split_indices(n, float(data.val_fraction), float(test_fraction), seed=seed)
 
 
 def prepare_data(
@@ -314,9 +314,9 @@ def _prepare_text(data, seed, embedding_size, saved_splits, encoders) -> Prepare
         encoder = TextEncoder.from_json(encoders["input"])
         label_encoder = LabelEncoder.from_json(encoders)
     else:
-        encoder = TextEncoder(Vocabulary.build([]), data.level, data.lowercase, data.max_length)
+        encoder = TextEncoder(TokenVocab.build([]), data.level, data.lowercase, data.max_length)
         tokens = [encoder.tokens(t) for t in texts["train"]]
-        encoder.vocab = Vocabulary.build(tokens, min_freq=data.min_freq)
+        encoder.vocab = TokenVocab.build(tokens, min_freq=data.min_freq)
         label_encoder = None
     label_encoder, targets = _labels_and_targets(label_encoder, labels, data.csv)
     inputs = {

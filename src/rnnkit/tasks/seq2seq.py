@@ -59,12 +59,12 @@ from torch import Tensor, nn
 from rnnkit.data.pairs import (
     PairBatch,
     PairBatches,
+    PairCharVocab,
     PairVocab,
-    TokenVocab,
     collate,
     read_pairs,
-    split_indices,
 )
+from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
 from rnnkit.layers import make_layer
@@ -76,7 +76,8 @@ log = logging.getLogger(__name__)
 
 ENCODER_CELLS = CELLS
 DECODER_CELLS = ("lstm", "gru")
-PAD, UNK, START, END = TokenVocab.pad_id, TokenVocab.unk_id, TokenVocab.start_id, TokenVocab.end_id
+PAD, UNK = PairCharVocab.pad_id, PairCharVocab.unk_id
+START, END = PairCharVocab.start_id, PairCharVocab.end_id
 
 
 def _decodable(logits: Tensor) -> Tensor:
@@ -102,7 +103,8 @@ class Seq2Seq(Task):
 
     Args:
         source_vocab_size, target_vocab_size: vocabulary sizes, specials included (ids 0-3
-            are ``<pad>``, ``<unk>``, ``<S>``, ``<E>``, as :class:`rnnkit.data.pairs.TokenVocab`).
+            are ``<pad>``, ``<unk>``, ``<S>``, ``<E>``, as
+            :class:`rnnkit.data.pairs.PairCharVocab`).
         embedding_size: E, for source and target characters.
         encoder_cell: ``lstm``, ``gru``, ``rnn`` or ``irnn``; ``hidden_size``: H;
             ``encoder_layers``; ``bidirectional``.
@@ -740,7 +742,7 @@ def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
     n_test = 0 if test_pairs is not None else int(round(n * data.test_fraction))
     n_val = int(round(n * data.val_fraction))
     try:
-        split = split_indices(n, n_val, n_test, seed)
+        split = split_indices(n, n_val, n_test, seed=seed, what="pairs")
     except InvalidInputError as exc:
         raise InvalidInputError(f"{data.pairs}: {exc}") from None
     train = [pairs[i] for i in split["train"]]
@@ -820,7 +822,7 @@ def train_seq2seq(
         test_metrics = {"data": what, **report_on_pairs(task, corpus.vocab, corpus.test, beam=beam)}
         atomic_write_json(run / TEST_METRICS_FILE, test_metrics)
         first = corpus.test[0][0]
-        if task.attention is not None and not set(corpus.vocab.source.unknown_chars(first)):
+        if task.attention is not None and not set(corpus.vocab.source.unknown_tokens(first)):
             result_one = translate(task, corpus.vocab, [first])[0]
             plot_attention(
                 result_one["attention"], first, result_one["output"], run / ATTENTION_PLOT

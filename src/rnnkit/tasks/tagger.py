@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.data.split import split_indices
 from rnnkit.data.tagged import (
     FORMATS,
     TaggedBatch,
@@ -59,7 +60,6 @@ from rnnkit.data.tagged import (
     encode,
     people_daily_path,
     read_tagged,
-    split_indices,
 )
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
@@ -600,9 +600,10 @@ def prepare_tag_data(
         try:
             split = split_indices(
                 len(sentences),
-                val_fraction=data.val_fraction,
-                test_fraction=test_fraction,
+                float(data.val_fraction),
+                float(test_fraction),
                 seed=seed,
+                what="sentences",
             )
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from None
@@ -626,7 +627,7 @@ def prepare_tag_data(
         log.warning("tags in held-out sentences but not in training: %s", ", ".join(unseen))
     if len(vocab.tags) < 2:
         raise InvalidInputError(
-            f"{source} has a single tag {vocab.tags.itos[0]!r}; tagging needs at least two"
+            f"{source} has a single tag {vocab.tags.tokens[0]!r}; tagging needs at least two"
         )
     record["sentences"] = {k: len(v) for k, v in parts.items()}
     record["tokens"] = {k: sum(len(s) for s in v) for k, v in parts.items()}
