@@ -237,3 +237,71 @@ def test_cell_bad_input_messages():
         GRUCell(3, 0)
     with pytest.raises(TypeError, match=r"input_size must be an int"):
         GRUCell(3.0, 4)
+
+
+# -- what each cell declares ---------------------------------------------------------------------
+DESCRIBED = [
+    (ElmanCell, {}),
+    (ElmanCell, {"nonlinearity": "elu", "bias": False}),
+    (GRUCell, {}),
+    (GRUCell, {"reset_after": False}),
+    (LSTMCell, {}),
+    (LSTMCell, {"proj_size": 2, "peephole": True, "layer_norm": True}),
+    (LSTMCell, {"coupled": True, "peephole": True}),
+]
+
+
+@pytest.mark.parametrize("cls, options", DESCRIBED)
+def test_every_parameter_has_a_role_and_gate_blocks_match_the_shapes(cls, options):
+    cell = cls(3, 5, **options)
+    roles = cell.parameter_roles()
+    assert list(roles) == list(cell.parameter_shapes())
+    (input_weight,) = cell.parameter_names("input")
+    assert cell.parameter_shapes()[input_weight][0] == cell.gate_count * cell.hidden_size
+    assert cell.gate_count == len(cell.gate_blocks)
+    if cell.forget_gate is not None:
+        assert cell.gate_blocks[cell.forget_gate_index] == cell.forget_gate
+
+
+@pytest.mark.parametrize("cls, options", DESCRIBED)
+def test_step_is_built_on_the_gates(cls, options):
+    torch.manual_seed(0)
+    cell = cls(3, 5, dtype=DTYPE, **options)
+    x = torch.randn(2, 3, dtype=DTYPE)
+    state = cell.initial_state(2, dtype=DTYPE)
+    state = cell.state_type(*(torch.randn_like(s) for s in state))
+    gates = cell.gates(x, state, cell.weights())
+    assert set(gates) == (
+        set() if cls is ElmanCell else set(cell.gate_blocks) | {*cell.sigmoid_gates}
+    )
+    assert set(cell.sigmoid_gates) <= set(gates)
+    if isinstance(cell, GRUCell):
+        z, n = gates["update"], gates["candidate"]
+        torch.testing.assert_close(cell(x, state)[0], (1 - z) * n + z * state.h)
+
+
+def test_native_kernels_and_blockers():
+    assert LSTMCell(3, 5, proj_size=2).native_kernel() is torch.lstm
+    assert LSTMCell(3, 5, forget_bias=1.0).native_blocker() is None
+    assert LSTMCell(3, 5, forget_bias=1.0, bias=False).native_blocker() == (
+        "forget_bias=1.0 with bias=False"
+    )
+    assert LSTMCell(3, 5, layer_norm=True).native_blocker() == "layer_norm=True"
+    assert GRUCell(3, 5).native_kernel() is torch.gru
+    assert GRUCell(3, 5, reset_after=False).native_blocker() == "reset_after=False"
+    assert ElmanCell(3, 5, nonlinearity="relu").native_kernel() is torch.rnn_relu
+    assert ElmanCell(3, 5).native_kernel() is torch.rnn_tanh
+    assert ElmanCell(3, 5, nonlinearity="elu").native_kernel() is None
+    assert ElmanCell(3, 5, nonlinearity="elu").native_blocker() == "nonlinearity='elu'"
+    for cls, options in DESCRIBED:
+        assert cls(3, 5, **options).fused_kernel() is not None
+
+
+def test_native_weights_fold_the_forget_bias():
+    cell = LSTMCell(3, 5, forget_bias=0.5)
+    flat = cell.native_weights(cell.weights())
+    shift = flat[2] - cell.bias_ih
+    expected = torch.zeros(20)
+    expected[5:10] = 0.5  # the forget block, gate order i, f, g, o
+    torch.testing.assert_close(shift.detach(), expected)
+    assert len(flat) == 4

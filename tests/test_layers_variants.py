@@ -285,3 +285,29 @@ def test_make_layer_builds_each_cell():
     irnn = rnnkit.make_layer("irnn", I, H, num_layers=2)
     assert isinstance(irnn, rnnkit.IRNN) and irnn.nonlinearity == "relu"
     assert rnnkit.make_layer("rnn", I, H).nonlinearity == "tanh"
+
+
+def test_backend_note_says_why_auto_did_not_pick_native():
+    assert rnnkit.LSTM(I, H).backend_note() is None
+    assert rnnkit.LSTM(I, H, peephole=True).backend_note() == (
+        "backend='auto' runs 'fused': torch's kernels cannot serve peephole=True"
+    )
+    assert rnnkit.GRU(I, H, zoneout=0.1).backend_note() == (
+        "backend='auto' runs 'fused': torch's kernels cannot serve zoneout=0.1"
+    )
+    assert rnnkit.LSTM(I, H, peephole=True, backend="fused").backend_note() is None
+
+
+def test_family_options_are_declared_by_each_layer():
+    from rnnkit.layers import cell_families
+
+    families = cell_families()
+    assert families["lstm"].family_options == (
+        "peephole",
+        "coupled",
+        "layer_norm",
+        "proj_size",
+        "forget_bias",
+    )
+    assert families["gru"].family_options == ("reset_after",)
+    assert families["rnn"].family_options == families["irnn"].family_options == ("nonlinearity",)

@@ -188,6 +188,11 @@ class RecurrentCell(nn.Module):
         """Allocate parameters (when the cell owns them) and initialise them."""
         if self._create_parameters:
             for name, shape in self.parameter_shapes().items():
+                if hasattr(self, name):
+                    raise ValueError(
+                        f"{type(self).__name__}: parameter name {name!r} clashes with an "
+                        "attribute of the cell; name it differently (torch's: bias_ih, …)"
+                    )
                 setattr(self, name, nn.Parameter(torch.empty(shape, **self._factory)))
             self.reset_parameters()
 
