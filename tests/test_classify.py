@@ -11,15 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.cli.main import main
+from rnnkit.data.batching import ClassificationBatches, pad_batch
 from rnnkit.tasks.classifier import (
     Classifier,
     ClassifierConfig,
     class_weights,
     confusion_matrix,
     metrics_from_confusion,
-    pad_batch,
 )
-from rnnkit.tasks.classify import ClassificationBatches
 
 
 def make(pooling="last", dtype=torch.float64, **options):

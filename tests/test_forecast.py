@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rnnkit.cli.main import main
-from rnnkit.data.series import ForecastData, SeriesConfig
+from rnnkit.data.series import ForecastData, SeriesConfig, WindowBatches
 from rnnkit.io import load_tensors
 from rnnkit.tasks.baselines import (
     LinearAR,
@@ -20,7 +20,7 @@ from rnnkit.tasks.baselines import (
     naive_forecast,
     seasonal_naive_forecast,
 )
-from rnnkit.tasks.forecaster import Forecaster, WindowBatches, forecast_report
+from rnnkit.tasks.forecaster import Forecaster, forecast_report
 
 
 @pytest.fixture(autouse=True)

@@ -22,14 +22,14 @@ Example::
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from rnnkit.data.batching import IndexBatches
 from rnnkit.data.vocab import END, PAD, START, UNKNOWN, TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_json, read_json
@@ -252,32 +252,16 @@ def collate(pairs: Sequence[Pair], vocab: PairVocab) -> PairBatch:
     )
 
 
-def batches(
-    pairs: Sequence[Pair],
-    vocab: PairVocab,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    seed: int | None = None,
-) -> Iterator[PairBatch]:
-    """Padded batches of ``pairs``; ``shuffle`` with ``seed`` gives a reproducible order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = list(range(len(pairs)))
-    if shuffle:
-        random.Random(seed).shuffle(order)
-    for i in range(0, len(order), batch_size):
-        yield collate([pairs[j] for j in order[i : i + batch_size]], vocab)
+class PairBatches(IndexBatches):
+    """A batch source for :class:`rnnkit.train.Trainer`: shuffled :class:`PairBatch` es per epoch.
 
-
-class PairBatches:
-    """A batch source for :class:`rnnkit.train.Trainer`: shuffled batches per epoch, resumable.
-
-    Epoch ``e`` shuffles with a generator seeded from ``(seed, e)``, so a resumed run sees the
-    same order; ``epoch(e, start)`` starts at batch ``start``. Batches of similar source length
-    are not grouped: with short sequences the padding costs little and plain shuffling keeps
-    the gradient unbiased.
+    Epoch ``e`` shuffles with ``random.Random`` seeded from ``(seed, e)``, so a resumed run sees
+    the same order; ``epoch(e, start)`` starts at batch ``start``. Batches of similar source
+    length are not grouped: with short sequences the padding costs little and plain shuffling
+    keeps the gradient unbiased.
     """
+
+    generator = "python"
 
     def __init__(
         self,
@@ -288,23 +272,9 @@ class PairBatches:
         shuffle: bool = True,
         seed: int = 0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.pairs = list(pairs)
         self.vocab = vocab
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
+        super().__init__(len(self.pairs), batch_size, shuffle=shuffle, seed=seed)
 
-    def __len__(self) -> int:
-        return -(-len(self.pairs) // self.batch_size)
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[PairBatch]:
-        order = list(range(len(self.pairs)))
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        for i in range(start * self.batch_size, len(order), self.batch_size):
-            yield collate([self.pairs[j] for j in order[i : i + self.batch_size]], self.vocab)
-
-    def __iter__(self) -> Iterator[PairBatch]:
-        return self.epoch(0)
+    def make_batch(self, indices: list[int]) -> PairBatch:
+        return collate([self.pairs[j] for j in indices], self.vocab)

@@ -1,4 +1,5 @@
-"""Time series from CSV for forecasting: loading, gaps, chronological splits, scaling, windows.
+"""Time series from CSV for forecasting: loading, gaps, chronological splits, scaling, windows,
+batches.
 
 A forecasting example is an *origin* ``T``: the model sees the window of rows ``T-W+1 … T`` and
 predicts the target at ``T+1 … T+H`` (direct multi-horizon output). Everything here is arranged
@@ -52,7 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 
+from rnnkit.data.batching import IndexBatches
 from rnnkit.data.packages import package_file
 from rnnkit.errors import InvalidInputError
 
@@ -641,6 +645,44 @@ class ForecastData:
         return [self.dates[int(r)].strftime("%Y-%m-%d") for r in rows]
 
 
+class WindowBatches(IndexBatches):
+    """Mini-batches of ``(inputs, targets)`` windows for :class:`rnnkit.train.Trainer`.
+
+    Shapes: ``inputs`` (M, W, C) and ``targets`` (M, H) arrays in; batches of (B, W, C) and
+    (B, H) tensors of ``dtype`` out. Shuffled per epoch with a ``torch.Generator`` seeded by
+    ``(seed, epoch)``, so a resumed run sees the same order; ``shuffle=False`` keeps time order
+    (validation).
+
+    >>> batches = WindowBatches(np.zeros((5, 3, 1)), np.zeros((5, 2)), 2, shuffle=False)
+    >>> len(batches), [tuple(x.shape) for x, _ in batches.epoch(0)]
+    (3, [(2, 3, 1), (2, 3, 1), (1, 3, 1)])
+    """
+
+    generator = "torch"
+
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        if len(inputs) == 0:
+            raise ValueError("no windows to batch")
+        self.inputs = torch.as_tensor(inputs, dtype=dtype)
+        self.targets = torch.as_tensor(targets, dtype=dtype)
+        super().__init__(len(self.inputs), batch_size, shuffle=shuffle, seed=seed)
+
+    def make_batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return self.inputs[index], self.targets[index]
+
+
 def load_series(config: SeriesConfig, csv_path: str | os.PathLike, **kwargs) -> ForecastData:
     """Read ``csv_path`` with ``config`` and build :class:`ForecastData` (``kwargs`` passed on)."""
     table = read_series_csv(
@@ -678,6 +720,7 @@ __all__ = [
     "Scaler",
     "SeriesConfig",
     "SeriesTable",
+    "WindowBatches",
     "check_missing",
     "invert_transform",
     "load_series",

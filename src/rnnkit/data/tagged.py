@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit.data.batching import IndexBatches
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_json, read_json
@@ -371,76 +371,69 @@ def collate(
     return TaggedBatch(words, chars, lengths, tags, list(range(B) if indices is None else indices))
 
 
+class TaggedBatches(IndexBatches):
+    """A batch source for :class:`rnnkit.train.Trainer`: length-bucketed :class:`TaggedBatch` es.
+
+    Pools of ``pool_batches * batch_size`` sentences are sorted by length and cut into batches,
+    so padding stays small (see :class:`rnnkit.data.batching.IndexBatches`). With ``shuffle``
+    epoch ``e`` draws the pools and the batch order from ``random.Random`` seeded by ``(seed,
+    e)``, so a resumed run sees the same batches; ``epoch(e, start)`` starts at batch
+    ``start``. ``len()`` is the number of batches per epoch.
+
+    Args:
+        sentences: encoded sentences, or raw ones with ``vocab`` to encode them.
+        batch_size: sentences per batch.
+        vocab: encodes raw sentences (unused for encoded ones).
+    """
+
+    generator = "python"
+
+    def __init__(
+        self,
+        sentences: Sequence[EncodedSentence] | Sequence[TaggedSentence],
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        vocab: TaggingVocab | None = None,
+        pool_batches: int = 50,
+    ):
+        if not sentences:
+            raise InvalidInputError("no sentences to batch")
+        self.sentences = list(sentences)
+        self.vocab = vocab
+        super().__init__(
+            len(self.sentences),
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            lengths=[len(s) for s in self.sentences],
+            pool_batches=pool_batches,
+        )
+
+    def make_batch(self, indices: list[int]) -> TaggedBatch:
+        items = [self.sentences[i] for i in indices]
+        if isinstance(items[0], TaggedSentence):
+            if self.vocab is None:
+                raise ValueError("pass vocab to batch raw sentences")
+            items = [encode(s, self.vocab) for s in items]
+        return collate(items, indices)
+
+
 def batches(
     sentences: Sequence[TaggedSentence] | Sequence[EncodedSentence],
     vocab: TaggingVocab | None,
     batch_size: int,
     *,
-    shuffle: bool = False,
-    seed: int = 0,
     pool: int = 50,
 ) -> Iterator[TaggedBatch]:
-    """Length-bucketed batches: pools of ``pool * batch_size`` sentences sorted by length.
+    """Length-bucketed batches of ``sentences`` in a fixed order (for evaluation): those of
+    :class:`TaggedBatches` without shuffling; no batches for no sentences.
 
     ``sentences`` are raw (encoded here with ``vocab``) or already encoded (``vocab`` unused).
-    Bucketing keeps padding small; with ``shuffle`` the pools and the batch order are drawn
-    from ``random.Random(seed)``, so an epoch is reproducible.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = list(range(len(sentences)))
-    rng = random.Random(seed)
-    if shuffle:
-        rng.shuffle(order)
-    size = pool * batch_size
-    chunks = []
-    for start in range(0, len(order), size):
-        block = sorted(order[start : start + size], key=lambda i: len(sentences[i]))
-        chunks += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
-    if shuffle:
-        rng.shuffle(chunks)
-    for chunk in chunks:
-        items = [sentences[i] for i in chunk]
-        if items and isinstance(items[0], TaggedSentence):
-            if vocab is None:
-                raise ValueError("pass vocab to batch raw sentences")
-            items = [encode(s, vocab) for s in items]
-        yield collate(items, chunk)
-
-
-class TaggedBatches:
-    """A batch source for :class:`rnnkit.train.Trainer`: length-bucketed batches per epoch.
-
-    ``epoch(e, start)`` yields the batches of epoch ``e`` from index ``start``; with
-    ``shuffle`` the order is drawn from a generator seeded by ``(seed, e)``, so a resumed run
-    sees the same batches. ``len()`` is the number of batches per epoch.
-    """
-
-    def __init__(
-        self,
-        sentences: Sequence[EncodedSentence],
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-    ):
-        if not sentences:
-            raise InvalidInputError("no sentences to batch")
-        self.sentences = list(sentences)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return -(-len(self.sentences) // self.batch_size)
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[TaggedBatch]:
-        seed = self.seed * 1_000_003 + epoch
-        for i, batch in enumerate(
-            batches(self.sentences, None, self.batch_size, shuffle=self.shuffle, seed=seed)
-        ):
-            if i >= start:
-                yield batch
-
-    def __iter__(self) -> Iterator[TaggedBatch]:
-        return self.epoch(0)
+    if not sentences:
+        return iter(())
+    return iter(TaggedBatches(sentences, batch_size, vocab=vocab, pool_batches=pool))

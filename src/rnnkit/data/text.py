@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.data.batching import epoch_seed
 from rnnkit.data.packages import package_dir
 from rnnkit.errors import InvalidInputError
 
@@ -131,8 +132,9 @@ class StreamBatches:
         drop_last: drop the final shorter window (training: every step costs the same);
             keep it for evaluation so every character is scored.
         offset_seed: if given, epoch ``e > 0`` starts all streams ``o_e`` characters later,
-            ``o_e`` in ``[0, bptt)`` drawn from a generator seeded with ``(offset_seed, e)``, so
-            window boundaries differ between epochs (deterministic, no global RNG used).
+            ``o_e`` in ``[0, bptt)`` drawn from a ``torch.Generator`` seeded with
+            :func:`~rnnkit.data.batching.epoch_seed` ``(offset_seed, e)``, so window boundaries
+            differ between epochs (deterministic, no global RNG used).
 
     Raises:
         InvalidInputError: the sequence is too short for B streams of at least one window.
@@ -188,7 +190,7 @@ class StreamBatches:
         """Characters skipped at the start of every stream in ``epoch``."""
         if self.offset_seed is None or epoch == 0:
             return 0
-        g = torch.Generator().manual_seed(self.offset_seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.offset_seed, epoch))
         offset = int(torch.randint(self.bptt, (1,), generator=g))
         # Never shift so far that a stream loses its last full window.
         spare = (self.ids.numel() - 1) // self.batch_size - self.bptt

@@ -310,22 +310,6 @@ def _mask(lengths: Tensor, T: int, device) -> Tensor:
     return torch.arange(T, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
 
 
-# -- batching --------------------------------------------------------------------------------
-def pad_batch(sequences: Sequence, dtype=None) -> tuple[Tensor, Tensor]:
-    """Pad 1-D id sequences to (B, T) or (T_i, C) series to (B, T, C) with zeros.
-
-    >>> x, lengths = pad_batch([[1, 2, 3], [4]])
-    >>> x.tolist(), lengths.tolist()
-    ([[1, 2, 3], [4, 0, 0]], [3, 1])
-    """
-    tensors = [torch.as_tensor(np.asarray(s)) for s in sequences]
-    if dtype is not None:
-        tensors = [t.to(dtype) for t in tensors]
-    lengths = torch.tensor([len(t) for t in tensors], dtype=torch.int64)
-    padded = nn.utils.rnn.pad_sequence(tensors, batch_first=True)
-    return padded, lengths
-
-
 # -- metrics ---------------------------------------------------------------------------------
 def class_weights(targets: Sequence[int], num_classes: int) -> Tensor:
     """``balanced`` weights ``w_k = N / (K · N_k)`` (classes absent from ``targets`` get 0).

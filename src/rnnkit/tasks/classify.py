@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnkit.data.batching import ClassificationBatches, pad_batch
 from rnnkit.data.split import split_indices
 from rnnkit.data.textclass import (
     LabelEncoder,
@@ -60,7 +61,6 @@ from rnnkit.tasks.classifier import (
     class_weights,
     classification_report,
     format_confusion_matrix,
-    pad_batch,
     plot_confusion_matrix,
 )
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
@@ -160,64 +160,6 @@ class ClassifyData:
     def from_dict(cls, obj: dict) -> ClassifyData:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in obj.items() if k in known})
-
-
-class ClassificationBatches:
-    """Batch source for the trainer: ``(inputs, lengths, targets)`` batches.
-
-    ``epoch(e, start)`` shuffles with a generator seeded by ``(seed, e)`` (when ``shuffle``) so
-    a resumed run sees the same order; ``len()`` is batches per epoch. With ``shuffle``,
-    batches are drawn from length buckets: the shuffled examples are cut into pools of
-    ``pool_batches`` batches, each pool is sorted by length and cut into batches, and the
-    batches are shuffled — similar lengths share a batch, so little compute goes to padding.
-    Without ``shuffle`` the examples keep their order.
-    """
-
-    def __init__(
-        self,
-        inputs: Sequence,
-        targets: Sequence[int],
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        pool_batches: int = 50,
-    ) -> None:
-        if len(inputs) != len(targets):
-            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-        self.inputs, self.targets = list(inputs), list(targets)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.pool_batches = pool_batches
-        self.lengths = np.array([len(x) for x in self.inputs], dtype=np.int64)
-        first = np.asarray(self.inputs[0]) if self.inputs else np.zeros(0, dtype=np.int64)
-        self.dtype = torch.float32 if first.dtype.kind == "f" else torch.int64
-
-    def __len__(self) -> int:
-        return (len(self.inputs) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self):
-        return self.epoch(0, 0)
-
-    def batch_indices(self, epoch: int) -> list[np.ndarray]:
-        """The example indices of every batch of ``epoch``, in order."""
-        n, size = len(self.inputs), self.batch_size
-        if not self.shuffle:
-            return [np.arange(b, min(b + size, n)) for b in range(0, n, size)]
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(n)
-        batches = []
-        pool = size * self.pool_batches
-        for p in range(0, n, pool):
-            chunk = order[p : p + pool]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[b : b + size] for b in range(0, len(chunk), size))
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def epoch(self, epoch: int, start: int = 0):
-        for index in self.batch_indices(epoch)[start:]:
-            inputs, lengths = pad_batch([self.inputs[i] for i in index], dtype=self.dtype)
-            targets = torch.tensor([self.targets[i] for i in index], dtype=torch.int64)
-            yield inputs, lengths, targets
 
 
 @dataclass

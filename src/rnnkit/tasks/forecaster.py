@@ -28,7 +28,7 @@ import datetime
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from rnnkit.data.series import ForecastData, Scaler, SeriesConfig, load_series, resolve_dataset
+from rnnkit.data.series import (
+    ForecastData,
+    Scaler,
+    SeriesConfig,
+    WindowBatches,
+    load_series,
+    resolve_dataset,
+)
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import (
     RunDir,
@@ -158,51 +165,6 @@ class Forecaster(Task):
     def forecast(self, data: ForecastData, origins: np.ndarray) -> np.ndarray:
         """Forecasts in original units ``[M, H]`` from each origin ``T``."""
         return data.to_levels(self.predict_scaled(data.inputs(origins)), origins)
-
-
-class WindowBatches:
-    """Mini-batches of ``(inputs, targets)`` windows for :class:`rnnkit.train.Trainer`.
-
-    Shuffled per epoch with a generator seeded by ``(seed, epoch)``, so a resumed run sees the
-    same order; ``shuffle=False`` keeps time order (validation).
-    """
-
-    def __init__(
-        self,
-        inputs: np.ndarray,
-        targets: np.ndarray,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        if len(inputs) != len(targets):
-            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-        if len(inputs) == 0:
-            raise ValueError("no windows to batch")
-        self.inputs = torch.as_tensor(inputs, dtype=dtype)
-        self.targets = torch.as_tensor(targets, dtype=dtype)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.inputs) / self.batch_size)
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        n = len(self.inputs)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=g)
-        else:
-            order = torch.arange(n)
-        for b in range(start, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.inputs[idx], self.targets[idx]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self.epoch(0)
 
 
 def span_batches(
