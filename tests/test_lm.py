@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
-from rnnkit.tasks.base import load_task
+from rnnkit.runs import load_run
 from rnnkit.tasks.lm import LanguageModel, evaluate_text, generate
 
 
@@ -148,7 +148,7 @@ def test_chinese_text_end_to_end(tmp_path):
     assert config["data"]["characters"] == len(text)
     sample = "".join(generate(lm, vocab, "天地", 20, seed=0))
     assert len(sample) == 20 and set(sample) <= set(text)
-    assert isinstance(load_task(RunDir(run.path)), LanguageModel)
+    assert isinstance(load_run(run.path).task, LanguageModel)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

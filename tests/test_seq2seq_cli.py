@@ -71,11 +71,11 @@ def test_train_writes_a_complete_run(trained, capsys):
 
 
 def test_generic_run_loading_rebuilds_the_model(trained):
-    from rnnkit.tasks.base import load_task
+    from rnnkit.runs import load_run
     from rnnkit.tasks.seq2seq import Seq2Seq
 
     _, _, run = trained
-    task = load_task(run)
+    task = load_run(run).task
     assert isinstance(task, Seq2Seq) and not task.training and task.beam == 1
 
 

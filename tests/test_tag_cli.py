@@ -85,11 +85,11 @@ def test_train_writes_a_complete_run(trained, capsys):
 
 
 def test_generic_run_loading_rebuilds_the_tagger(trained):
-    from rnnkit.tasks.base import load_task
+    from rnnkit.runs import load_run
     from rnnkit.tasks.tagger import Tagger
 
     _, _, out = trained
-    task = load_task(out)
+    task = load_run(out).task
     assert isinstance(task, Tagger) and task.crf is not None and not task.training
 
 

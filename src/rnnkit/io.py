@@ -220,6 +220,10 @@ class RunDir:
     MODEL = "model.safetensors"
     METRICS = "metrics.jsonl"
     TRAINER_STATE = "trainer_state"
+    SPLIT = "split.json"  # which examples are train / val / test
+    TEST_METRICS = "test_metrics.json"  # the held-out report
+    # Names earlier runs used for the same files; read when the current name is absent.
+    LEGACY = {SPLIT: ("splits.json",), TEST_METRICS: ("report.json",)}
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -245,6 +249,23 @@ class RunDir:
     @property
     def trainer_state_path(self) -> Path:
         return self.path / self.TRAINER_STATE
+
+    @property
+    def split_path(self) -> Path:
+        return self._existing(self.SPLIT)
+
+    @property
+    def test_metrics_path(self) -> Path:
+        return self._existing(self.TEST_METRICS)
+
+    def _existing(self, name: str) -> Path:
+        """``name`` in the run, or the earlier name of that file if only it exists."""
+        path = self.path / name
+        if not path.exists():
+            for old in self.LEGACY.get(name, ()):
+                if (self.path / old).exists():
+                    return self.path / old
+        return path
 
     def is_run(self) -> bool:
         return self.config_path.is_file()

@@ -136,11 +136,10 @@ def diagnose_run(args):
     import torch
 
     from rnnkit.diagnostics import diagnose
-    from rnnkit.io import RunDir
     from rnnkit.layers import RecurrentLayer
-    from rnnkit.tasks.base import load_task
+    from rnnkit.runs import load_run
 
-    task = load_task(RunDir(args.run_dir))
+    task = load_run(args.run_dir).task
     results, skipped = [], []
     layers = [(n, m) for n, m in task.named_modules() if isinstance(m, RecurrentLayer)]
     if not layers:

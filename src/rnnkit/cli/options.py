@@ -17,25 +17,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from rnnkit.cli.main import UsageError
 
-CELLS = ("lstm", "gru", "rnn", "irnn")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 BACKENDS = ("auto", "native", "fused", "reference")
 LIMITS = ("steps", "epochs", "time_budget")
 
-# Options that only one cell family takes (checked here so the message names the flag).
-CELL_ONLY = {
-    "peephole": "lstm",
-    "coupled": "lstm",
-    "layer_norm": "lstm",
-    "proj_size": "lstm",
-    "forget_bias": "lstm",
-    "reset_after": "gru",
-    "nonlinearity": "rnn",
-}
+
+def cell_names() -> tuple[str, ...]:
+    """The registered cell families (``--cell`` choices), read when a parser is built."""
+    from rnnkit.layers import cell_families
+
+    return tuple(cell_families())
+
+
 # Keyword options of rnnkit.layers.make_layer, as flags: name -> (add_argument keywords).
 _FLAG = argparse.BooleanOptionalAction
 LAYER_FLAGS = {
@@ -221,11 +219,22 @@ def check_training_options(args) -> None:
 
 
 def check_cell_options(args, cell: str) -> None:
-    """Refuse a cell-specific flag (e.g. --peephole) given with another --cell."""
-    family = "rnn" if cell == "irnn" else cell
-    for option, wanted in CELL_ONLY.items():
-        if getattr(args, option, None) is not None and family != wanted:
-            raise UsageError(f"{flag(option)} applies to --cell {wanted} only, got --cell {cell}")
+    """Refuse a family-specific flag (e.g. --peephole) given with a --cell that lacks it; the
+    families' own ``family_options`` say which is which."""
+    from rnnkit.layers import cell_families
+
+    families = cell_families()
+    if cell not in families:
+        return  # the library names the known cells
+    own = set(families[cell].family_options)
+    for option in LAYER_FLAGS:
+        if getattr(args, option, None) is None or option in own:
+            continue
+        takers = [name for name, layer in families.items() if option in layer.family_options]
+        if takers:
+            raise UsageError(
+                f"{flag(option)} applies to --cell {' or '.join(takers)} only, got --cell {cell}"
+            )
 
 
 def check_resume(args) -> None:
@@ -276,3 +285,262 @@ def train_config_from_args(args, default_limits: dict):
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def __getattr__(name: str):
+    if name == "CELLS":  # the registered families, as of now
+        return cell_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- flags generated from config dataclasses ---------------------------------------------------
+# Help of the TrainConfig fields that commands expose (the dataclass documents them in full).
+TRAIN_HELP = {
+    "optimizer": "optimiser",
+    "lr": "peak learning rate",
+    "weight_decay": "weight decay (L2; decoupled with adamw)",
+    "momentum": "SGD momentum",
+    "clip_norm": "clip the global gradient norm (0 turns it off)",
+    "clip_value": "clip each gradient element",
+    "schedule": "learning-rate schedule",
+    "warmup_steps": "linear warm-up steps",
+    "step_size": "step schedule: steps per decay",
+    "gamma": "step schedule: decay factor",
+    "plateau_patience": "plateau schedule: evaluations without improvement before decay",
+    "eval_every": "evaluate and checkpoint every N steps",
+    "early_stopping": "stop after this many evaluations without improvement",
+}
+TRAIN_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+TRAIN_FLAGS = tuple(TRAIN_HELP)
+
+
+def _field_kind(annotation) -> type | None:
+    """int, float, bool or str for a field annotation such as ``int | None``; None otherwise."""
+    import typing
+
+    args = typing.get_args(annotation) or (annotation,)
+    for kind in (bool, int, float, str):
+        if kind in args:
+            return kind
+    return None
+
+
+def _default_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value and (abs(value) < 1e-2 or abs(value) >= 1e5):
+        return _lr_text(value)
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_config_flags(
+    group,
+    cls,
+    names=None,
+    *,
+    defaults: dict | None = None,
+    help: dict | None = None,
+    choices: dict | None = None,
+) -> None:
+    """One flag per field of the dataclass ``cls`` (``names``: those fields, in that order).
+
+    Type from the field's annotation (``bool`` becomes ``--x/--no-x``), default from the field
+    (or ``defaults``), help from ``metadata["help"]`` (or ``help``), ``choices`` and
+    ``metavar`` from the metadata (or ``choices``). Fields with ``metadata["flag"] is False``
+    are skipped when ``names`` is None.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = names or [n for n, f in fields.items() if f.metadata.get("flag", True)]
+    for name in names:
+        f = fields[name]
+        if defaults and name in defaults:
+            default = defaults[name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = None
+        kind = _field_kind(hints[name])
+        text = (help or {}).get(name) or f.metadata.get("help", "")
+        kwargs: dict = {"default": default}
+        options = (choices or {}).get(name) or f.metadata.get("choices")
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind or str
+            kwargs["metavar"] = f.metadata.get("metavar") or (
+                "N" if kind is int else "X" if kind is float else None
+            )
+            if options:
+                kwargs["choices"] = tuple(options)
+                kwargs.pop("metavar")
+        if kwargs.get("metavar") is None:
+            kwargs.pop("metavar", None)
+        if default is not None:
+            text = f"{text} (default {_default_text(default)})" if text else ""
+        group.add_argument(flag(name), help=text or None, **kwargs)
+
+
+def config_from_args(cls, args, names=None, **fixed):
+    """An instance of the dataclass ``cls`` from the flags of its fields (plus ``fixed``)."""
+    import dataclasses
+
+    names = names or [f.name for f in dataclasses.fields(cls)]
+    values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    try:
+        return cls(**{**values, **fixed})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_train_flags(group, names=TRAIN_FLAGS, *, defaults: dict | None = None) -> None:
+    """Flags of :class:`rnnkit.train.TrainConfig` fields ``names`` (task ``defaults``)."""
+    from rnnkit.train import TrainConfig
+
+    add_config_flags(
+        group, TrainConfig, names, defaults=defaults, help=TRAIN_HELP, choices=TRAIN_CHOICES
+    )
+
+
+def add_limit_flags(group, *, epochs_help: str = "passes over the training data") -> None:
+    """--time-budget, --epochs, --steps (no default: the task's default limit applies)."""
+    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
+    group.add_argument("--epochs", type=int, metavar="N", help=epochs_help)
+    group.add_argument("--steps", type=int, metavar="N", help="optimiser steps")
+
+
+def train_config(args, default, names=TRAIN_FLAGS):
+    """The task's default TrainConfig with the given flags and limits applied."""
+    import dataclasses
+
+    changes = {n: getattr(args, n) for n in (*names, "seed") if hasattr(args, n)}
+    if "clip_norm" in changes:
+        changes["clip_norm"] = changes["clip_norm"] or None
+    limits = limits_from_args(args)
+    if limits:  # given limits replace the default ones
+        changes.update({k: None for k in LIMITS}, **limits)
+    try:
+        return dataclasses.replace(default, **changes)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def add_command_tail(group, task: str, *, resume: bool = True) -> None:
+    """What every training command ends with: --out, --force, --resume, --seed, --threads,
+    --progress, --json."""
+    group.add_argument("--out", metavar="DIR", help=f"run directory (default runs/{task})")
+    group.add_argument("--force", action="store_true", help="replace an existing run at --out")
+    if resume:
+        group.add_argument(
+            "--resume",
+            metavar="RUN_DIR",
+            help="continue this run from its last checkpoint with its own settings (other "
+            "options are ignored; raise --steps, --epochs or --time-budget to extend it)",
+        )
+    group.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
+    add_threads_flag(group)
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar on stderr (default on)",
+    )
+    add_json_flag(group)
+
+
+def add_threads_flag(group) -> None:
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: torch's, one per core)",
+    )
+
+
+def add_json_flag(group) -> None:
+    group.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout and nothing else"
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op CPU threads (None keeps torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+STOP_REASONS = {
+    "steps": "--steps reached",
+    "epochs": "--epochs reached",
+    "time_budget": "time budget reached",
+    "early_stopping": "early stopping",
+    "interrupted": "interrupted",
+}
+
+
+def run_training(args, task: str, make_run) -> int:
+    """The shared tail of ``rnnkit train <task>``: threads, callbacks, --resume or a fresh run
+    (``make_run()`` -> ``(data, model, train)`` configs), then the summary or ``--json``.
+
+    Returns the exit code: 0, or 130 when interrupted (the run keeps its checkpoint).
+    """
+    import json
+
+    from rnnkit import runs
+    from rnnkit.train import ProgressBar, TensorBoard
+
+    check_resume(args)
+    set_threads(args.threads)
+    callbacks = [ProgressBar()] if args.progress else []
+    if TensorBoard.available():
+        callbacks.append(TensorBoard())
+    spec = runs.task_spec(task)
+    if args.resume:
+        if args.out is not None:
+            raise UsageError("--resume writes into the run it continues; drop --out")
+        done = runs.resume_run(
+            args.resume, limits=limits_from_args(args), callbacks=callbacks, task=task
+        )
+    else:
+        data, model, train = make_run()
+        done = runs.train_run(
+            spec,
+            args.out or f"runs/{task}",
+            data=data,
+            model=model,
+            train=train,
+            force=args.force,
+            callbacks=callbacks,
+        )
+    r = done.result
+    if args.json:
+        from rnnkit.io import to_json
+
+        print(json.dumps(json.loads(to_json(done.to_dict())), ensure_ascii=False))
+    else:
+        why = STOP_REASONS.get(r.stop_reason, r.stop_reason)
+        print(
+            f"trained {r.step:,} steps in {r.elapsed:.0f} s ({why}), "
+            f"{r.tokens_per_second:,.0f} {spec.throughput_unit}/s"
+        )
+        summary = spec.format_metrics(r.metrics)
+        if summary:
+            print(summary)
+        if done.report:
+            print(spec.format_report(done.report))
+        print(f"run saved in {done.run.path}")
+    if r.stop_reason == "interrupted":
+        print(
+            f"interrupted; continue with: rnnkit train {task} --resume {done.run.path}",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

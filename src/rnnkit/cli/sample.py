@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.train_lm import set_threads
+from rnnkit.cli.options import add_threads_flag, set_threads
 
 
 def register(subparsers) -> None:
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--top-k", type=int, help="sample only among the K likeliest characters")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 

@@ -29,10 +29,7 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import hashlib
-import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -42,16 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.text import DEFAULT_CORPUS, StreamBatches, TextSplit, load_corpus
+from rnnkit.config import Config
+from rnnkit.data.text import DEFAULT_CORPUS, StreamBatches, TextSplit, load_corpus, read_text
 from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_json
+from rnnkit.io import RunDir
 from rnnkit.layers import make_layer
-from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints, load_task
-from rnnkit.tasks.lm_defaults import LM_DEFAULTS
-from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
-
-log = logging.getLogger("rnnkit.tasks.lm")
+from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
+from rnnkit.tasks.lm_defaults import LM_DEFAULTS, LM_TIME_BUDGET
+from rnnkit.train import Callback, TrainConfig, TrainResult
 
 
 class LanguageModel(Task):
@@ -284,16 +281,23 @@ def _select_last(state):
     return type(state)(_select_last(s) for s in state)
 
 
-# -- training from a text ---------------------------------------------------------------------
+# -- the language-model run ------------------------------------------------------------------
 @dataclass
-class TextData:
+class TextData(Config):
     """How the text is read: source file (None: default corpus), split and batching."""
 
-    text: str | None = None
-    val_fraction: float = 0.1
-    batch_size: int = 32
-    bptt: int = 75
-    shift_windows: bool = True
+    text: str | None = field(
+        default=None,
+        metadata={"help": "UTF-8 text file (default: the tragedies)", "metavar": "FILE"},
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "last fraction of the text held out for validation"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "parallel streams per batch"})
+    bptt: int = field(default=75, metadata={"help": "truncated-BPTT window, characters per step"})
+    shift_windows: bool = field(
+        default=True, metadata={"help": "start each epoch's windows at a different offset"}
+    )
 
     def __post_init__(self) -> None:
         check_positive_ints(batch_size=self.batch_size, bptt=self.bptt)
@@ -302,13 +306,32 @@ class TextData:
 
 
 @dataclass
-class LMData:
-    """Everything read from the text: vocabulary, batches and the record for config.json."""
+class LMConfig(Config):
+    """:class:`LanguageModel` arguments other than ``vocab_size`` (taken from the data)."""
 
-    vocab: CharVocab
-    train: StreamBatches
-    val: StreamBatches
-    record: dict = field(default_factory=dict)
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
+    embedding_size: int = field(default=64, metadata={"help": "embedding size E"})
+    hidden_size: int = field(default=256, metadata={"help": "hidden units H per layer"})
+    num_layers: int = field(default=2, metadata={"help": "stacked recurrent layers"})
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout on embeddings, between layers, before decoder"}
+    )
+    tie_weights: bool = field(
+        default=False,
+        metadata={"help": "share embedding and decoder weights (embedding size = hidden size)"},
+    )
+    layer_options: dict = field(default_factory=dict, metadata={"flag": False})
+
+
+@dataclass
+class LMData(Prepared):
+    """Prepared text: stream batches, the vocabulary (``encoders``) and the validation text."""
+
+    val_text: str = ""
+
+    @property
+    def vocab(self) -> CharVocab:
+        return self.encoders
 
 
 def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> LMData:
@@ -340,7 +363,6 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
         val_ids, streams, data.bptt, drop_last=False, what="validation part of the text"
     )
     record = {
-        **dataclasses.asdict(data),
         "source": source,
         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "characters": len(text),
@@ -348,110 +370,116 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
         "val_characters": len(split.val),
         "vocab_size": len(vocab),
     }
-    return LMData(vocab=vocab, train=train, val=val, record=record)
+    return LMData(train=train, val=val, encoders=vocab, record=record, val_text=split.val)
+
+
+class LanguageModelSpec(TaskSpec):
+    """The language model in the run lifecycle (:mod:`rnnkit.runs`): held out is the text's
+    last ``val_fraction``; the encoders are ``vocab.json``."""
+
+    name = "lm"
+    task_class = LanguageModel
+    data_config = TextData
+    model_config = LMConfig
+    encoders_file = "vocab.json"
+    throughput_unit = "chars"
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(time_budget=LM_TIME_BUDGET, **LM_DEFAULTS)
+
+    def prepare(self, data: TextData, seed: int, *, encoders=None, split=None) -> LMData:
+        if data.text == DEFAULT_CORPUS:  # runs record the default corpus by name
+            data = data.replace(text=None)
+        return prepare_data(data, seed, vocab=encoders)
+
+    def build(self, model: LMConfig, prepared: LMData) -> LanguageModel:
+        return LanguageModel(vocab_size=len(prepared.vocab), **model.to_dict())
+
+    def encoders_to_json(self, encoders: CharVocab) -> dict:
+        return encoders.to_json()
+
+    def encoders_from_json(self, obj: dict) -> CharVocab:
+        return CharVocab.from_json(obj)
+
+    def report(
+        self,
+        loaded: LoadedRun,
+        prepared: LMData | None = None,
+        *,
+        data_file: str | None = None,
+        batch_size: int | None = None,
+        bptt: int | None = None,
+        **_,
+    ) -> dict:
+        """Loss, bpc and perplexity on the validation part, or on every character of
+        ``data_file``."""
+        data = loaded.config.get("data", {})
+        if data_file is not None:
+            text, what = read_text(data_file), f"text {data_file}"
+        elif prepared is not None:
+            text, what = prepared.val_text, f"validation part of {data.get('source')}"
+        else:
+            return {}
+        metrics = evaluate_text(
+            loaded.task,
+            loaded.encoders,
+            text,
+            batch_size=batch_size or data.get("batch_size", 32),
+            bptt=bptt or data.get("bptt", 75),
+            what=what,
+        )
+        return {"data": what, **metrics}
+
+    def format_metrics(self, metrics: dict) -> str:
+        return ""  # the held-out report scores every validation character; it is printed
+
+    def format_report(self, report: dict) -> str:
+        return (
+            f"{report['data']}: loss {report['loss']:.4f} nats/char, {report['bpc']:.3f} bpc, "
+            f"perplexity {report['perplexity']:.2f}"
+        )
+
+
+SPEC = LanguageModelSpec()
 
 
 def train_language_model(
     out: str | os.PathLike,
     *,
     data: TextData | None = None,
-    model: dict | None = None,
+    model: dict | LMConfig | None = None,
     train: TrainConfig | None = None,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[TrainResult, RunDir]:
-    """Train a character language model into the run directory ``out``.
-
-    Args:
-        out: the run directory (must not hold a run unless ``force``).
-        data: text source and batching (default: the embedded Shakespeare tragedies).
-        model: :class:`LanguageModel` arguments except ``vocab_size``.
-        train: :class:`TrainConfig` (default: 180 s time budget).
-        force: replace an existing run at ``out``.
-
-    Every input is validated before anything in ``out`` is touched.
-    """
-    data = data or TextData()
-    train = train or TrainConfig(time_budget=180.0, **LM_DEFAULTS)
-    run = RunDir.prepare(out, force=force)
-    lm_data = prepare_data(data, train.seed)
-    seed_everything(train.seed)
-    try:
-        task = LanguageModel(vocab_size=len(lm_data.vocab), **(model or {}))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"bad model options: {exc}") from None
-    run.create()
-    lm_data.vocab.save(run / "vocab.json")
-    run.write_config(
-        {
-            "task": LanguageModel.name,
-            "model": task.config(),
-            "data": lm_data.record,
-            "train": train.to_dict(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+    """Train a character language model into the run directory ``out``
+    (:func:`rnnkit.runs.train_run` with :data:`SPEC`); default data: the embedded tragedies."""
+    done = train_run(
+        SPEC,
+        out,
+        data=data or TextData(),
+        model=model,
+        train=train,
+        force=force,
+        callbacks=callbacks,
     )
-    trainer = Trainer(task, train, lm_data.train, lm_data.val, run=run, callbacks=callbacks)
-    log.info(
-        "training %s on %s: %d parameters",
-        task.cell,
-        lm_data.record["source"],
-        sum(p.numel() for p in task.parameters()),
-    )
-    return trainer.fit(), run
+    return done.result, done.run
 
 
 def resume_language_model(
-    run_path: str | os.PathLike,
-    *,
-    limits: dict | None = None,
-    callbacks: Sequence[Callback] = (),
+    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
 ) -> tuple[TrainResult, RunDir]:
-    """Continue a run from its ``trainer_state/``; ``limits`` may change steps/epochs/time_budget.
-
-    The text is read again from the recorded source and must be unchanged (same SHA-256).
-    """
-    run = RunDir.for_resume(run_path)
-    config = run.read_config()
-    if config.get("task") != LanguageModel.name:
-        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a language model")
-    try:
-        train = TrainConfig.from_dict(config["train"])
-        if limits:
-            train = train.replace(**limits)
-        data_record = config["data"]
-        data = TextData(**{f.name: data_record[f.name] for f in dataclasses.fields(TextData)})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{run.config_path} is not a valid language-model config ({exc})"
-        ) from None
-    source = data_record["source"]
-    data.text = None if source == DEFAULT_CORPUS else source
-    vocab = CharVocab.load(run / "vocab.json")
-    lm_data = prepare_data(data, train.seed, vocab=vocab)
-    if lm_data.record["sha256"] != data_record["sha256"]:
-        raise InvalidInputError(
-            f"the text {source} changed since the run started (SHA-256 differs); "
-            "resume needs the same text"
-        )
-    task = LanguageModel.from_config(config["model"])
-    if limits:
-        atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
-    trainer = Trainer(task, train, lm_data.train, lm_data.val, run=run, callbacks=callbacks)
-    return trainer.fit(resume=True), run
+    """Continue a language-model run (:func:`rnnkit.runs.resume_run`)."""
+    done = resume_run(run_path, limits=limits, callbacks=callbacks, task="lm")
+    return done.result, done.run
 
 
 def load_language_model(run_path: str | os.PathLike) -> tuple[LanguageModel, CharVocab, dict]:
     """``(model, vocab, config)`` of a trained run, weights loaded, in eval mode."""
-    run = RunDir(run_path)
-    run.check()
-    config = run.read_config()
-    if config.get("task") != LanguageModel.name:
-        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a language model")
-    vocab = CharVocab.load(run / "vocab.json")
-    model = load_task(run)
-    if model.vocab_size != len(vocab):
+    loaded = load_run(run_path, task="lm")
+    if loaded.task.vocab_size != len(loaded.encoders):
         raise InvalidInputError(
-            f"{run.path}: vocab.json has {len(vocab)} entries, the model {model.vocab_size}"
+            f"{loaded.run.path}: vocab.json has {len(loaded.encoders)} entries, "
+            f"the model {loaded.task.vocab_size}"
         )
-    return model, vocab, config
+    return loaded.task, loaded.encoders, loaded.config

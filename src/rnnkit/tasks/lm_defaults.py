@@ -10,3 +10,4 @@ bptt 75 -> 1,602 steps, 21,759 chars/s, 1.4459; bptt 50 -> 2,038 steps, 18,610 c
 """
 
 LM_DEFAULTS = {"lr": 1e-2, "warmup_steps": 100}
+LM_TIME_BUDGET = 180.0  # seconds, when no limit is given

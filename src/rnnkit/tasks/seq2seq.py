@@ -69,7 +69,7 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
 from rnnkit.layers import make_layer
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
-from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints, load_task
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 
 log = logging.getLogger(__name__)
@@ -848,7 +848,9 @@ def load_seq2seq(run_path: str | os.PathLike) -> tuple[Seq2Seq, PairVocab, dict]
     if config["task"] != Seq2Seq.name:
         raise InvalidInputError(f"{run.path} is a {config['task']!r} run, not a seq2seq run")
     vocab = PairVocab.load(run / VOCAB_FILE)
-    model = load_task(run)
+    from rnnkit.runs import load_run
+
+    model = load_run(run.path).task
     if (len(vocab.source), len(vocab.target)) != (
         model.source_embedding.num_embeddings,
         model.target_embedding.num_embeddings,

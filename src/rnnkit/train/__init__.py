@@ -1,10 +1,10 @@
 """Task-agnostic training: truncated BPTT, clipping, optimisers, schedules, callbacks, resume.
 
 The engine (:class:`Trainer`) knows nothing about language models, tags or forecasts. A task
-plugs in by subclassing :class:`rnnkit.tasks.base.Task` and implementing one method::
+plugs in by subclassing :class:`rnnkit.train.Task` and implementing one method::
 
     class Tagger(Task):
-        name = "tag"                                   # config.json key; rnnkit.tasks.base.TASKS
+        name = "tag"                                   # config.json key; rnnkit.runs.SPECS
         def step(self, batch, state=None) -> StepOutput:
             tokens, lengths, tags = batch              # whatever the batch source yields
             logits = self.head(self.rnn(self.embed(tokens), lengths=lengths)[0])
@@ -57,6 +57,7 @@ from rnnkit.train.callbacks import Callback, ProgressBar, StepInfo, TensorBoard
 from rnnkit.train.checkpoint import detach_state, seed_everything
 from rnnkit.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from rnnkit.train.schedules import LRSchedule
+from rnnkit.train.task import StepOutput, Task
 from rnnkit.train.trainer import NonFiniteLossError, Trainer, TrainResult, build_optimizer
 
 __all__ = [
@@ -67,6 +68,8 @@ __all__ = [
     "NonFiniteLossError",
     "ProgressBar",
     "StepInfo",
+    "StepOutput",
+    "Task",
     "TensorBoard",
     "TrainConfig",
     "TrainResult",

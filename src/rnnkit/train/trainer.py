@@ -15,7 +15,6 @@ import torch
 
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, append_jsonl, read_jsonl, save_tensors, write_jsonl
-from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.train.callbacks import Callback, StepInfo
 from rnnkit.train.checkpoint import (
     detach_state,
@@ -27,6 +26,7 @@ from rnnkit.train.checkpoint import (
 )
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.schedules import LRSchedule
+from rnnkit.train.task import StepOutput, Task
 
 log = logging.getLogger("rnnkit.train")
 
@@ -100,8 +100,7 @@ class Trainer:
     Example::
 
         >>> import torch
-        >>> from rnnkit.tasks.base import StepOutput, Task
-        >>> class Fit(Task):
+        >>>         >>> class Fit(Task):
         ...     def __init__(self):
         ...         super().__init__(); self.w = torch.nn.Parameter(torch.zeros(1))
         ...     def step(self, batch, state=None):

@@ -1,0 +1,392 @@
+"""One run lifecycle for every task: train, resume, load, evaluate.
+
+A task family contributes a small :class:`TaskSpec`: its data-config and model-config
+dataclasses, ``prepare`` (data → batch sources, encoders, split record), ``build`` (model
+config + prepared data → :class:`rnnkit.train.Task`) and ``report`` (metrics of a trained task
+on held-out data). Everything else is written once, here:
+
+- the single seeding (``seed_everything(train.seed)`` after the data is read, before the model
+  is built), so a run is reproducible from its ``config.json``;
+- the run directory (:class:`rnnkit.io.RunDir`): ``config.json`` (task, model, data record,
+  train, versions, ``created``), the task's encoders (``vocab.json`` …, one file), the data
+  split (``split.json``), ``model.safetensors``, ``metrics.jsonl``, ``trainer_state/``, the
+  held-out report ``test_metrics.json`` and the task's plots;
+- every input validated before anything on disk changes; ``--force`` and ``--resume`` rules;
+- resume: the data is read again and must be unchanged (every ``*sha256`` in the data record),
+  the split and encoders are the run's own, limits may be raised; the continuation is
+  bit-identical to an uninterrupted run for runs bounded by steps or epochs;
+- loading (weights checked against the config, no pickle) and evaluation on the run's own
+  held-out data or on another file.
+
+Lifecycle::
+
+    spec = task_spec("classify")
+    run = train_run(spec, "runs/jv", data=spec.data_config(dataset="japanese-vowels"),
+                    model=spec.model_config(hidden_size=64), train=TrainConfig(epochs=30))
+    run.report["accuracy"]                     # held-out split, also in test_metrics.json
+    resume_run("runs/jv", limits={"epochs": 40})
+    loaded = load_run("runs/jv")               # LoadedRun(spec, task, encoders, config, run)
+    evaluate_run("runs/jv")                    # the same report, recomputed from the files
+
+A new task family is one module with a spec and one line in :data:`SPECS`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rnnkit.errors import InvalidInputError
+from rnnkit.io import RunDir, atomic_write_json, read_json
+from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train.task import Task
+
+log = logging.getLogger("rnnkit.runs")
+
+# Task name (config.json "task") -> "module:SPEC"; a module is imported when its task is used.
+SPECS: dict[str, str] = {
+    "lm": "rnnkit.tasks.lm:SPEC",
+    "classify": "rnnkit.tasks.classify:SPEC",
+    "tag": "rnnkit.tasks.tagger:SPEC",
+    "seq2seq": "rnnkit.tasks.seq2seq:SPEC",
+    "forecast": "rnnkit.tasks.forecaster:SPEC",
+}
+
+
+@dataclass
+class Prepared:
+    """What :meth:`TaskSpec.prepare` returns: batch sources and what encodes the data.
+
+    Attributes:
+        train: batch source for training (``epoch(e, start)`` and ``len``, see
+            :mod:`rnnkit.train`).
+        val: batch source for validation, or None.
+        encoders: whatever turns raw data into model inputs and back (vocabulary, label names,
+            scaler); saved to the spec's ``encoders_file`` with :meth:`TaskSpec.encoders_to_json`.
+        split: JSON-able record of which examples went where (``split.json``), or None when
+            the split is a pure function of the data config (a text's last fraction).
+        record: facts about the data for ``config.json`` (sources, ``sha256`` of each file,
+            sizes). Keys ending in ``sha256`` are checked on resume and evaluation.
+    """
+
+    train: Any
+    val: Any
+    encoders: Any
+    split: dict | None = None
+    record: dict = field(default_factory=dict)
+
+
+class TaskSpec:
+    """What a task family tells the lifecycle. Subclass, set the class attributes, implement
+    :meth:`prepare`, :meth:`build`, :meth:`report` and the two encoder methods."""
+
+    name: ClassVar[str]
+    task_class: ClassVar[type[Task]]
+    data_config: ClassVar[type]
+    model_config: ClassVar[type]
+    encoders_file: ClassVar[str] = "vocab.json"
+    # What the progress bar and the summary count per second.
+    throughput_unit: ClassVar[str] = "items"
+
+    # -- what every task implements --------------------------------------------------------------
+    def default_train(self) -> TrainConfig:
+        """Training options when the caller gives none (each task's measured defaults)."""
+        return TrainConfig(epochs=10)
+
+    def prepare(self, data, seed: int, *, encoders=None, split: dict | None = None) -> Prepared:
+        """Read, split, encode and batch ``data``. With ``encoders``/``split`` (a run's own,
+        on resume and evaluation) rebuild exactly that run's split and encoding."""
+        raise NotImplementedError
+
+    def build(self, model, prepared: Prepared) -> Task:
+        """The model for ``model`` (a :attr:`model_config`) on the prepared data."""
+        raise NotImplementedError
+
+    def encoders_to_json(self, encoders) -> dict:
+        raise NotImplementedError
+
+    def encoders_from_json(self, obj: dict):
+        raise NotImplementedError
+
+    def report(self, loaded: LoadedRun, prepared: Prepared | None = None, **options) -> dict:
+        """Metrics of a trained run on held-out data, with ``"data"`` naming what was scored.
+
+        ``prepared``: the run's own data (its held-out split); ``options`` are the task's
+        evaluation options (``data_file`` for another file, ``batch_size``, ``beam`` …). Return
+        ``{}`` when there is nothing held out.
+        """
+        raise NotImplementedError
+
+    # -- optional hooks ------------------------------------------------------------------------
+    def train_config(self, train: TrainConfig, prepared: Prepared) -> TrainConfig:
+        """Adjust training options that depend on the data (e.g. evaluate once per epoch)."""
+        return train
+
+    def callbacks(self, run: RunDir) -> list[Callback]:
+        """Callbacks the task always trains with (besides the caller's)."""
+        return []
+
+    def after_training(self, task: Task, run: RunDir, callbacks: Sequence[Callback]) -> None:
+        """Called when training stops, before the held-out report (e.g. restore best weights)."""
+
+    def write_plots(self, loaded: LoadedRun, prepared: Prepared, report: dict) -> None:
+        """Write the task's plots into ``loaded.run`` after the held-out report."""
+
+    def format_report(self, report: dict) -> str:
+        """The held-out report as text for the command line."""
+        return "\n".join(f"{k}: {v}" for k, v in report.items() if not isinstance(v, list | dict))
+
+    def format_metrics(self, metrics: dict) -> str:
+        """The last validation metrics of training as one line ('' to print none)."""
+        shown = {k[4:]: v for k, v in metrics.items() if k.startswith("val_")}
+        if not shown:
+            return ""
+        return "validation: " + ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+        )
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The spec registered for task ``name``."""
+    if name not in SPECS:
+        raise InvalidInputError(f"unknown task {name!r}; known tasks: {', '.join(sorted(SPECS))}")
+    module, _, attr = SPECS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def register_spec(name: str, target: str) -> None:
+    """Make task ``name`` trainable and its runs loadable; ``target`` is ``"module:SPEC"``."""
+    SPECS[name] = target
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: its spec, model (weights loaded, eval mode), encoders and config."""
+
+    spec: TaskSpec
+    task: Task
+    encoders: Any
+    config: dict
+    run: RunDir
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` / :func:`resume_run` return."""
+
+    result: TrainResult
+    run: RunDir
+    report: dict
+
+    def to_dict(self) -> dict:
+        """The summary ``--json`` prints: how training ended, last metrics, held-out report."""
+        r = self.result
+        return {
+            "run": str(self.run.path),
+            "task": self.run.read_config()["task"],
+            "steps": r.step,
+            "epochs": r.epoch,
+            "elapsed": r.elapsed,
+            "stop_reason": r.stop_reason,
+            "tokens_per_second": r.tokens_per_second,
+            "metrics": r.metrics,
+            "test": self.report,
+        }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _config_obj(cls, value, what: str):
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.from_dict(dict(value or {}))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"bad {what} options: {exc}") from None
+
+
+# -- training ----------------------------------------------------------------------------------
+def train_run(
+    spec: TaskSpec | str,
+    out: str | os.PathLike,
+    *,
+    data=None,
+    model=None,
+    train: TrainConfig | None = None,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Train a fresh run of ``spec`` into ``out``; every input is validated before ``out`` is
+    touched (an existing run there is replaced only with ``force``).
+
+    Args:
+        data / model: the spec's ``data_config`` / ``model_config`` (or dicts of their fields).
+        train: :class:`TrainConfig` (default: the spec's :meth:`TaskSpec.default_train`).
+    """
+    spec = task_spec(spec) if isinstance(spec, str) else spec
+    data = _config_obj(spec.data_config, data, "data")
+    model = _config_obj(spec.model_config, model, "model")
+    train = train or spec.default_train()
+    run = RunDir.prepare(out, force=force)
+    prepared = spec.prepare(data, train.seed)
+    train = spec.train_config(train, prepared)
+    seed_everything(train.seed)
+    try:
+        task = spec.build(model, prepared)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"bad model options: {exc}") from None
+    run.create()
+    atomic_write_json(run / spec.encoders_file, spec.encoders_to_json(prepared.encoders))
+    if prepared.split is not None:
+        atomic_write_json(run.split_path, prepared.split)
+    run.write_config(
+        {
+            "task": spec.name,
+            "model": task.config(),
+            "data": {**data.to_dict(), **prepared.record},
+            "train": train.to_dict(),
+            "created": _now(),
+        }
+    )
+    log.info("training %s: %d parameters", spec.name, sum(p.numel() for p in task.parameters()))
+    return _fit(spec, task, train, prepared, run, callbacks, resume=False)
+
+
+def resume_run(
+    path: str | os.PathLike,
+    *,
+    limits: dict | None = None,
+    callbacks: Sequence[Callback] = (),
+    task: str | None = None,
+) -> RunResult:
+    """Continue a run from its last checkpoint with its own settings; ``limits`` may change
+    ``steps``, ``epochs`` or ``time_budget``. The data must be unchanged (same SHA-256).
+    ``task``: if given, the task the run must be."""
+    run = RunDir.for_resume(path)
+    config = run.read_config()
+    _check_task(run, config, task)
+    spec = task_spec(config["task"])
+    try:
+        train = TrainConfig.from_dict(config["train"])
+        if limits:
+            train = train.replace(**limits)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: bad training options ({exc})") from None
+    prepared = _reload_data(spec, run, config, seed=train.seed)
+    task = _build_saved(spec, run, config)
+    if limits:
+        atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
+    return _fit(spec, task, train, prepared, run, callbacks, resume=True)
+
+
+def _fit(spec, task, train, prepared, run, callbacks, *, resume: bool) -> RunResult:
+    own = spec.callbacks(run)
+    trainer = Trainer(
+        task, train, prepared.train, prepared.val, run=run, callbacks=[*callbacks, *own]
+    )
+    result = trainer.fit(resume=resume)
+    spec.after_training(task, run, own)
+    task.eval()
+    loaded = LoadedRun(spec, task, prepared.encoders, run.read_config(), run)
+    report = spec.report(loaded, prepared)
+    if report:
+        atomic_write_json(run.test_metrics_path, report)
+        spec.write_plots(loaded, prepared, report)
+    return RunResult(result, run, report)
+
+
+# -- loading and evaluation --------------------------------------------------------------------
+def read_encoders(spec: TaskSpec, run: RunDir):
+    """The run's encoders, rebuilt from its encoders file."""
+    obj = read_json(run / spec.encoders_file)
+    try:
+        return spec.encoders_from_json(obj)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run / spec.encoders_file} is not valid ({exc})") from None
+
+
+def _check_task(run: RunDir, config: dict, task: str | None) -> None:
+    if task is not None and config.get("task") != task:
+        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a {task!r} run")
+
+
+def _build_saved(spec: TaskSpec, run: RunDir, config: dict) -> Task:
+    try:
+        return spec.task_class.from_config(config.get("model", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
+
+
+def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
+    """A trained run, ready to use: model with its weights (eval mode), encoders, config.
+
+    Args:
+        task: if given, the task the run must be (``"lm"`` …); another task is an error.
+
+    Raises:
+        InvalidInputError: not a run, another task, corrupted weights or weights that do not
+            fit the config.
+    """
+    run = RunDir(path).check()
+    config = run.read_config()
+    _check_task(run, config, task)
+    spec = task_spec(config["task"])
+    model = _build_saved(spec, run, config)
+    weights = run.load_weights()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise InvalidInputError(
+            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
+        ) from None
+    model.eval()
+    return LoadedRun(spec, model, read_encoders(spec, run), config, run)
+
+
+def _reload_data(spec: TaskSpec, run: RunDir, config: dict, *, seed: int) -> Prepared:
+    """The run's data read again with its own split and encoders; unchanged files only."""
+    record = config.get("data", {})
+    try:
+        data = spec.data_config.from_dict(record, strict=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: bad data options ({exc})") from None
+    split = read_json(run.split_path) if run.split_path.is_file() else None
+    prepared = spec.prepare(data, seed, encoders=read_encoders(spec, run), split=split)
+    for key, value in prepared.record.items():
+        if key.endswith("sha256") and record.get(key) and record[key] != value:
+            source = record.get(key.replace("sha256", "source")) or record.get("source", "data")
+            raise InvalidInputError(
+                f"{source} changed since the run was trained (SHA-256 differs); "
+                "the run's split and encoders no longer apply"
+            )
+    return prepared
+
+
+def evaluate_run(path: str | os.PathLike | LoadedRun, **options) -> dict:
+    """The held-out report of a trained run (a path or a :class:`LoadedRun`), recomputed from
+    its files.
+
+    Without ``data_file`` the run's own held-out data is read again (it must be unchanged);
+    with ``data_file`` that file is scored instead. Other ``options`` are the task's
+    (``batch_size``, ``bptt``, ``beam`` …).
+    """
+    loaded = path if isinstance(path, LoadedRun) else load_run(path)
+    prepared = None
+    if options.get("data_file") is None:
+        try:
+            prepared = _reload_data(
+                loaded.spec, loaded.run, loaded.config, seed=loaded.config["train"]["seed"]
+            )
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc}; pass a data file to evaluate on another") from None
+    report = loaded.spec.report(loaded, prepared, **options)
+    if not report:
+        raise InvalidInputError(f"{loaded.run.path} has no held-out data; pass a data file")
+    return report
