@@ -123,6 +123,10 @@ class TaskSpec:
         raise NotImplementedError
 
     # -- optional hooks ------------------------------------------------------------------------
+    def saved_data(self, record: dict):
+        """The data config of a run from its ``config.json`` data record (resume, evaluate)."""
+        return self.data_config.from_dict(record, strict=False)
+
     def train_config(self, train: TrainConfig, prepared: Prepared) -> TrainConfig:
         """Adjust training options that depend on the data (e.g. evaluate once per epoch)."""
         return train
@@ -140,6 +144,11 @@ class TaskSpec:
     def format_report(self, report: dict) -> str:
         """The held-out report as text for the command line."""
         return "\n".join(f"{k}: {v}" for k, v in report.items() if not isinstance(v, list | dict))
+
+    def format_evaluation(self, report: dict) -> dict:
+        """The report as the ``key  value`` lines ``rnnkit evaluate`` prints without --json
+        (a task may flatten nested parts, e.g. one line per tag)."""
+        return report
 
     def format_metrics(self, metrics: dict) -> str:
         """The last validation metrics of training as one line ('' to print none)."""
@@ -324,8 +333,8 @@ def _build_saved(spec: TaskSpec, run: RunDir, config: dict) -> Task:
         raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
 
 
-def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
-    """A trained run, ready to use: model with its weights (eval mode), encoders, config.
+def load_model(path: str | os.PathLike, *, task: str | None = None) -> Task:
+    """The model of a trained run with its weights, in eval mode (no encoders needed).
 
     Args:
         task: if given, the task the run must be (``"lm"`` …); another task is an error.
@@ -337,8 +346,7 @@ def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
     run = RunDir(path).check()
     config = run.read_config()
     _check_task(run, config, task)
-    spec = task_spec(config["task"])
-    model = _build_saved(spec, run, config)
+    model = _build_saved(task_spec(config["task"]), run, config)
     weights = run.load_weights()
     try:
         model.load_state_dict(weights)
@@ -346,7 +354,19 @@ def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
         raise InvalidInputError(
             f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
         ) from None
-    model.eval()
+    return model.eval()
+
+
+def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
+    """A trained run, ready to use: model with its weights (eval mode), encoders, config.
+
+    Raises:
+        InvalidInputError: as :func:`load_model`, or missing/invalid encoders.
+    """
+    model = load_model(path, task=task)
+    run = RunDir(path)
+    config = run.read_config()
+    spec = task_spec(config["task"])
     return LoadedRun(spec, model, read_encoders(spec, run), config, run)
 
 
@@ -354,7 +374,7 @@ def _reload_data(spec: TaskSpec, run: RunDir, config: dict, *, seed: int) -> Pre
     """The run's data read again with its own split and encoders; unchanged files only."""
     record = config.get("data", {})
     try:
-        data = spec.data_config.from_dict(record, strict=False)
+        data = spec.saved_data(record)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{run.config_path}: bad data options ({exc})") from None
     split = read_json(run.split_path) if run.split_path.is_file() else None

@@ -84,6 +84,7 @@ def elman_scan(
 
     Example::
 
+        >>> from rnnkit.cells import ElmanCell
         >>> cell = ElmanCell(8, 16, nonlinearity="relu")
         >>> x = torch.randn(20, 4, 8)
         >>> h, last = elman_scan(cell, cell.weights(), x, cell.initial_state(4))

@@ -75,6 +75,7 @@ def gru_scan(
 
     Example::
 
+        >>> from rnnkit.cells import GRUCell
         >>> cell = GRUCell(8, 16, reset_after=False)
         >>> x = torch.randn(20, 4, 8)
         >>> h, last = gru_scan(cell, cell.weights(), x, cell.initial_state(4))

@@ -137,9 +137,9 @@ def diagnose_run(args):
 
     from rnnkit.diagnostics import diagnose
     from rnnkit.layers import RecurrentLayer
-    from rnnkit.runs import load_run
+    from rnnkit.runs import load_model
 
-    task = load_run(args.run_dir).task
+    task = load_model(args.run_dir)
     results, skipped = [], []
     layers = [(n, m) for n, m in task.named_modules() if isinstance(m, RecurrentLayer)]
     if not layers:

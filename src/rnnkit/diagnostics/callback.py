@@ -17,8 +17,14 @@ PackedSequence inputs and bidirectional layers are skipped.
 
 Example::
 
-    >>> trainer = Trainer(task, TrainConfig(steps=1000, eval_every=100), batches,
-    ...                   callbacks=[GradientFlowCallback(interval=100)])
+    >>> from rnnkit.tasks.lm import LanguageModel
+    >>> from rnnkit.train import TrainConfig, Trainer
+    >>> task = LanguageModel(vocab_size=5, embedding_size=4, hidden_size=8, num_layers=1)
+    >>> batches = [(torch.randint(1, 5, (2, 6)), torch.randint(1, 5, (2, 6)))] * 4
+    >>> trainer = Trainer(task, TrainConfig(steps=4, eval_every=2), batches,
+    ...                   callbacks=[GradientFlowCallback(interval=2)])
+    >>> trainer.fit().step
+    4
 """
 
 from __future__ import annotations

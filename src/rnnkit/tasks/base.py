@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnnkit.layers.recurrent import CELL_LAYERS
+from rnnkit.layers import cell_families
 from rnnkit.train.task import StepOutput, Task  # noqa: F401  (re-exported)
 
-CELLS = tuple(CELL_LAYERS)  # cell names every task accepts: lstm, gru, rnn, irnn
+# The cell families every task accepts (lstm, gru, rnn, irnn and any registered later): a live
+# read-only view of the registry, so ``cell in CELLS`` sees families registered at run time.
+CELLS = cell_families()
 
 
 def check_positive_ints(**values: Any) -> None:

@@ -387,9 +387,13 @@ class LanguageModelSpec(TaskSpec):
     def default_train(self) -> TrainConfig:
         return TrainConfig(time_budget=LM_TIME_BUDGET, **LM_DEFAULTS)
 
+    def saved_data(self, record: dict) -> TextData:
+        # The text is read again from the absolute path the run recorded as its source.
+        data = TextData.from_dict(record, strict=False)
+        source = record.get("source")
+        return data.replace(text=None if source in (None, DEFAULT_CORPUS) else source)
+
     def prepare(self, data: TextData, seed: int, *, encoders=None, split=None) -> LMData:
-        if data.text == DEFAULT_CORPUS:  # runs record the default corpus by name
-            data = data.replace(text=None)
         return prepare_data(data, seed, vocab=encoders)
 
     def build(self, model: LMConfig, prepared: LMData) -> LanguageModel:

@@ -100,7 +100,8 @@ class Trainer:
     Example::
 
         >>> import torch
-        >>>         >>> class Fit(Task):
+        >>> from rnnkit.train import StepOutput, Task
+        >>> class Fit(Task):
         ...     def __init__(self):
         ...         super().__init__(); self.w = torch.nn.Parameter(torch.zeros(1))
         ...     def step(self, batch, state=None):
