@@ -506,3 +506,20 @@ def test_diagnostics_without_a_recurrent_weight():
     top = diagnosis.layers[0]
     assert top.sigma_max is None and top.sigma_max_blocks == {}
     assert set(top.gates) == {"update"}
+
+
+def test_the_family_trains_a_language_model_from_the_command_line(tmp_path, capsys):
+    from rnnkit.cli.main import main
+    from rnnkit.runs import evaluate_run, load_run
+
+    text = tmp_path / "t.txt"
+    text.write_text("abcabcabd " * 40)
+    out = tmp_path / "run"
+    argv = ["train", "lm", "--cell", "leaky", "--text", str(text), "--steps", "3"]
+    argv += ["--eval-every", "3", "--hidden-size", "6", "--embedding-size", "4", "--bptt", "8"]
+    assert main([*argv, "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0
+    loaded = load_run(out)
+    assert isinstance(loaded.task.rnn, Leaky) and loaded.task.rnn.resolved_backend() == "reference"
+    assert evaluate_run(out)["loss"] > 0
+    assert main([*argv, "--peephole", "--out", str(tmp_path / "bad")]) == 2
+    assert "--peephole applies to --cell lstm only" in capsys.readouterr().err
