@@ -74,6 +74,7 @@ def test_train_writes_a_complete_run(trained, capsys):
         "model.safetensors",
         "metrics.jsonl",
         "test_metrics.json",
+        "per_tag_f1.png",
         "trainer_state",
     ):
         assert (out / name).exists(), name

@@ -69,8 +69,9 @@ def run(args) -> int:
         print(json.dumps(payload, ensure_ascii=False, default=str))
         return 0
     print(f"{task} run {run_dir.path} on {result.get('data', 'its data')}:")
-    width = max(len(k) for k in result)
-    for key, value in result.items():
+    shown = loaded.spec.format_evaluation(result)
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
         if key != "data":
             print(f"  {key:<{width}}  {_format(value)}")
     if result.get("unknown"):

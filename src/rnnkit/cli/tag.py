@@ -57,16 +57,13 @@ def _sentences(args) -> list[list[str]]:
 
 
 def run(args) -> int:
-    from rnnkit.data.tagged import TaggedSentence
-    from rnnkit.tasks.tagger import load_tagger, predict_tags
+    from rnnkit import runs
+    from rnnkit.tasks.tagger import tag_words
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     sentences = _sentences(args)
-    model, vocab, _ = load_tagger(args.run_dir)
-    nonempty = [TaggedSentence(tuple(s), ()) for s in sentences if s]
-    predicted = iter(predict_tags(model, vocab, nonempty, batch_size=args.batch_size))
-    tags = [next(predicted) if s else [] for s in sentences]
+    tags = tag_words(runs.load_run(args.run_dir, task="tag"), sentences, batch_size=args.batch_size)
     if args.json:
         payload = {"sentences": [{"words": s, "tags": t} for s, t in zip(sentences, tags)]}
         print(json.dumps(payload, ensure_ascii=False))

