@@ -59,13 +59,15 @@ def _inputs(args) -> list[str]:
 
 
 def run(args) -> int:
-    from rnnkit.tasks.seq2seq import load_seq2seq, plot_attention, translate
+    from rnnkit import runs
+    from rnnkit.tasks.seq2seq import plot_attention, translate
 
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     if args.max_length is not None and args.max_length < 1:
         raise UsageError(f"--max-length must be >= 1, got {args.max_length}")
-    model, vocab, _ = load_seq2seq(args.run_dir)
+    loaded = runs.load_run(args.run_dir, task="seq2seq")
+    model, vocab = loaded.task, loaded.encoders
     if args.heatmap and model.attention is None:
         raise UsageError("--heatmap needs a model with attention; this run has --attention none")
     texts = _inputs(args)

@@ -43,19 +43,19 @@ Example::
 
 from __future__ import annotations
 
-import datetime
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import Config
 from rnnkit.data.pairs import (
     PairBatch,
     PairBatches,
@@ -66,11 +66,12 @@ from rnnkit.data.pairs import (
 )
 from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_json, file_sha256, read_json
+from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
+from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
-from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import Callback, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -542,6 +543,16 @@ class Seq2Seq(Task):
 
 
 # -- strings in, strings out ----------------------------------------------------------------------
+def check_vocab(model: Seq2Seq, vocab: PairVocab) -> None:
+    """Raise :class:`InvalidInputError` if ``vocab``'s sizes are not the model's."""
+    sizes = (model.source_embedding.num_embeddings, model.target_embedding.num_embeddings)
+    if (len(vocab.source), len(vocab.target)) != sizes:
+        raise InvalidInputError(
+            f"the vocabularies have {len(vocab.source)} source and {len(vocab.target)} target "
+            f"entries, the model {sizes[0]} and {sizes[1]}; vocab.json does not belong to it"
+        )
+
+
 @torch.no_grad()
 def translate(
     model: Seq2Seq,
@@ -554,6 +565,7 @@ def translate(
 ) -> list[dict]:
     """Translate ``texts``; one dict per text: ``output``, ``attention`` ((T_out+1) x S list or
     None), and ``score`` (beam search's normalised log-probability, beam > 1 only)."""
+    check_vocab(model, vocab)
     was_training = model.training
     model.eval()
     results = []
@@ -596,6 +608,7 @@ def evaluate_pairs(
     max_length: int | None = None,
 ) -> dict:
     """Loss and decoding metrics (exact match, character accuracy, BLEU) on ``pairs``."""
+    check_vocab(model, vocab)
     was_training = model.training
     model.eval()
     loss_sum, count, predictions = 0.0, 0, []
@@ -689,73 +702,200 @@ def sequence_metrics(predictions: Sequence[str], targets: Sequence[str]) -> dict
     return metrics_from_stats(sequence_stats(predictions, targets))
 
 
-# -- runs on disk ----------------------------------------------------------------------------------
-VOCAB_FILE = "vocab.json"
-SPLIT_FILE = "split.json"
-TEST_METRICS_FILE = "test_metrics.json"
+# -- the seq2seq run --------------------------------------------------------------------------
 ATTENTION_PLOT = "attention.png"
 DEFAULT_EPOCHS = 3
 
 
+def _check_fraction(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
 @dataclass
-class PairData:
-    """Where pairs come from and how they are split and batched.
+class PairData(Config):
+    """Where pairs come from, how they are split and batched, and how the held-out pairs are
+    tested.
 
     ``pairs``: the TSV file. Without a ``test`` file, a seeded random ``test_fraction`` of the
     pairs is held out for testing; ``val_fraction`` is always held out for validation (indices
     saved in the run's ``split.json``). ``max_length`` (longest output when decoding) defaults
-    to the longest training target plus 10 characters.
+    to the longest training target plus 10 characters. The test report is greedy, plus beam
+    search of width ``beam`` when ``beam`` > 1.
+
+    >>> PairData("dates.tsv", val_fraction=0.1).test_fraction
+    0.1
+    >>> PairData("dates.tsv", batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be an integer >= 1, got 0
     """
 
-    pairs: str
-    test: str | None = None
-    val_fraction: float = 0.05
-    test_fraction: float = 0.1
-    batch_size: int = 64
-    max_length: int | None = None
+    pairs: str = field(metadata={"help": "SOURCE<TAB>TARGET lines", "metavar": "FILE"})
+    test: str | None = field(
+        default=None,
+        metadata={"help": "test pairs (default: hold out --test-fraction)", "metavar": "FILE"},
+    )
+    val_fraction: float = field(default=0.05, metadata={"help": "held out for validation"})
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "held out for testing, without --test"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "pairs per batch"})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "longest output when decoding (default: longest training target + 10)"},
+    )
+    beam: int = field(
+        default=1,
+        metadata={"help": "also test with beam search of this width; 1: greedy only"},
+    )
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise InvalidInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.max_length is not None and self.max_length < 1:
-            raise InvalidInputError(f"max_length must be >= 1, got {self.max_length}")
+        if not isinstance(self.pairs, str | os.PathLike) or not os.fspath(self.pairs):
+            raise ValueError(
+                f"pairs must be the path of a SOURCE<TAB>TARGET file, got {self.pairs!r}"
+            )
+        for name in ("batch_size", "beam", "max_length"):
+            value = getattr(self, name)
+            if name == "max_length" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_fraction("val_fraction", self.val_fraction)
+        _check_fraction("test_fraction", self.test_fraction)
+        if self.val_fraction + (0 if self.test else self.test_fraction) >= 1:
+            raise ValueError("val_fraction plus test_fraction must be < 1")
 
 
 @dataclass
-class PreparedPairs:
-    train: list
-    val: list
-    test: list
-    vocab: PairVocab
-    split: dict
-    record: dict
+class Seq2SeqConfig(Config):
+    """:class:`Seq2Seq` arguments other than the vocabulary sizes and ``max_length`` (taken from
+    the data) and ``beam`` (validation decodes greedily; the test beam is :attr:`PairData.beam`).
+    """
+
+    embedding_size: int = field(default=64, metadata={"help": "embedding size E"})
+    encoder_cell: str = field(default="lstm", metadata={"help": "encoder cell"})
+    hidden_size: int = field(default=128, metadata={"help": "encoder hidden size, per direction"})
+    encoder_layers: int = field(default=1, metadata={"help": "stacked encoder layers"})
+    bidirectional: bool = field(default=True, metadata={"help": "bidirectional encoder"})
+    decoder_cell: str = field(
+        default="lstm", metadata={"help": "decoder cell", "choices": DECODER_CELLS}
+    )
+    decoder_hidden_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "default: the encoder's output size (2 x --hidden-size when bidirectional)"
+        },
+    )
+    decoder_layers: int = field(default=1, metadata={"help": "stacked decoder layers"})
+    attention: str = field(
+        default="general",
+        metadata={
+            "help": "Luong general/dot, Bahdanau additive, or none",
+            "choices": ("general", "dot", "additive", "none"),
+        },
+    )
+    dropout: float = field(
+        default=0.0, metadata={"help": "on embeddings, between layers, on the attentional state"}
+    )
+    scheduled_sampling: float = field(
+        default=0.0,
+        metadata={
+            "help": "feed the model's own previous prediction with probability P",
+            "metavar": "P",
+        },
+    )
+    length_penalty: float = field(
+        default=1.0,
+        metadata={"help": "beam search ranks by log p / length^ALPHA", "metavar": "ALPHA"},
+    )
+    encoder_options: dict = field(default_factory=dict, metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        check_positive_ints(
+            embedding_size=self.embedding_size,
+            hidden_size=self.hidden_size,
+            encoder_layers=self.encoder_layers,
+            decoder_layers=self.decoder_layers,
+        )
+        if self.decoder_hidden_size is not None:
+            check_positive_ints(decoder_hidden_size=self.decoder_hidden_size)
+        if self.decoder_cell not in DECODER_CELLS:
+            raise ValueError(
+                f"decoder_cell must be one of {', '.join(DECODER_CELLS)}; got {self.decoder_cell!r}"
+            )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"attention must be one of {', '.join(ATTENTIONS)}; got {self.attention!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise ValueError(
+                f"scheduled_sampling must be in [0, 1], got {self.scheduled_sampling!r}"
+            )
+        if not self.length_penalty >= 0.0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty!r}")
 
 
-def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
-    """Read, split and build vocabularies (training pairs only); validate everything first."""
+@dataclass
+class PreparedPairs(Prepared):
+    """Prepared pairs: batch sources, the vocabularies (``encoders``) and the test pairs."""
+
+    test: list = field(default_factory=list)
+
+    @property
+    def vocab(self) -> PairVocab:
+        return self.encoders
+
+
+def _checked_split(split: dict, n: int, source: str) -> dict:
+    """A run's saved split, checked against the ``n`` pairs read now."""
+    try:
+        parts = {name: [int(i) for i in split[name]] for name in ("train", "val", "test")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"the run's split.json is malformed ({exc!r})") from None
+    if any(not 0 <= i < n for indices in parts.values() for i in indices):
+        raise InvalidInputError(
+            f"the run's split.json does not fit {source} ({n} pairs); the file changed since "
+            "the run was trained"
+        )
+    return parts
+
+
+def prepare_pairs(
+    data: PairData, seed: int, *, vocab: PairVocab | None = None, split: dict | None = None
+) -> PreparedPairs:
+    """Read and split the pairs (or reuse a run's ``split``), build (or reuse) the vocabularies
+    from the training pairs, batch training and validation pairs; validate everything first."""
     pairs = read_pairs(data.pairs)
     n = len(pairs)
     test_pairs = read_pairs(data.test) if data.test else None
-    n_test = 0 if test_pairs is not None else int(round(n * data.test_fraction))
-    n_val = int(round(n * data.val_fraction))
-    try:
-        split = split_indices(n, n_val, n_test, seed=seed, what="pairs")
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"{data.pairs}: {exc}") from None
+    if split is None:
+        try:
+            split = split_indices(
+                n,
+                data.val_fraction,
+                0 if test_pairs is not None else data.test_fraction,
+                seed=seed,
+                what="pairs",
+            )
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{data.pairs}: {exc}") from None
+    else:
+        split = _checked_split(split, n, data.pairs)
     train = [pairs[i] for i in split["train"]]
     val = [pairs[i] for i in split["val"]]
     test = test_pairs if test_pairs is not None else [pairs[i] for i in split["test"]]
-    vocab = PairVocab.build(train)
+    vocab = vocab or PairVocab.build(train)
     max_length = data.max_length or max(len(t) for _, t in train) + 10
+    # absolute paths, so the run can be evaluated and resumed from any working directory
+    source = str(Path(data.pairs).resolve())
     record = {
-        **asdict(data),
-        # absolute paths, so the run can be evaluated from any working directory
-        "pairs": str(Path(data.pairs).resolve()),
+        "pairs": source,
         "test": str(Path(data.test).resolve()) if data.test else None,
         "max_length": max_length,
+        "source": source,
         "sha256": file_sha256(data.pairs),
         "pairs_count": n,
         "train_pairs": len(train),
@@ -763,124 +903,176 @@ def prepare_pairs(data: PairData, seed: int) -> PreparedPairs:
         "test_pairs": len(test),
     }
     if data.test:
+        record["test_source"] = record["test"]
         record["test_sha256"] = file_sha256(data.test)
-    return PreparedPairs(train, val, test, vocab, split, record)
+    return PreparedPairs(
+        train=PairBatches(train, vocab, data.batch_size, seed=seed),
+        val=PairBatches(val, vocab, 256, shuffle=False) if val else None,
+        encoders=vocab,
+        split=split,
+        record=record,
+        test=test,
+    )
+
+
+def report_on_pairs(
+    model: Seq2Seq, vocab: PairVocab, pairs, *, beam: int = 1, batch_size: int = 256
+) -> dict:
+    """Greedy metrics on ``pairs`` and, for ``beam`` > 1, beam-search metrics under ``beam``."""
+    greedy = evaluate_pairs(model, vocab, pairs, beam=1, batch_size=batch_size)
+    report = {k: greedy[k] for k in ("pairs", "loss", "exact_match", "char_accuracy", "bleu")}
+    if beam > 1:
+        searched = evaluate_pairs(model, vocab, pairs, beam=beam, batch_size=batch_size)
+        report["beam"] = {k: searched[k] for k in ("beam", "exact_match", "char_accuracy", "bleu")}
+    return report
+
+
+class Seq2SeqSpec(TaskSpec):
+    """Seq2seq in the run lifecycle (:mod:`rnnkit.runs`): held out are the test pairs (the
+    ``test`` file or the test part of ``split.json``); the encoders are ``vocab.json``; the plot
+    is ``attention.png`` (attention weights of the first test pair)."""
+
+    name = "seq2seq"
+    task_class = Seq2Seq
+    data_config = PairData
+    model_config = Seq2SeqConfig
+    encoders_file = "vocab.json"
+    throughput_unit = "chars"
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(epochs=DEFAULT_EPOCHS, lr=3e-3, clip_norm=1.0, eval_every=500)
+
+    def prepare(self, data: PairData, seed: int, *, encoders=None, split=None) -> PreparedPairs:
+        return prepare_pairs(data, seed, vocab=encoders, split=split)
+
+    def build(self, model: Seq2SeqConfig, prepared: PreparedPairs) -> Seq2Seq:
+        return Seq2Seq.for_vocab(
+            prepared.vocab, max_length=prepared.record["max_length"], **model.to_dict()
+        )
+
+    def encoders_to_json(self, encoders: PairVocab) -> dict:
+        return encoders.to_json()
+
+    def encoders_from_json(self, obj: dict) -> PairVocab:
+        return PairVocab.from_json(obj)
+
+    def report(
+        self,
+        loaded: LoadedRun,
+        prepared: PreparedPairs | None = None,
+        *,
+        data_file: str | None = None,
+        beam: int | None = None,
+        batch_size: int | None = None,
+        **_,
+    ) -> dict:
+        """Metrics on the run's test pairs, or on the pairs of ``data_file``.
+
+        Without ``beam``: the run's test report (greedy metrics, plus a ``"beam"`` block for the
+        run's :attr:`PairData.beam` > 1), as in ``test_metrics.json``. With ``beam``: the
+        metrics of decoding with that beam width (1: greedy), ``"beam"`` its width.
+        """
+        if beam is not None and (isinstance(beam, bool) or not isinstance(beam, int) or beam < 1):
+            raise InvalidInputError(f"--beam must be >= 1, got {beam}")
+        record = loaded.config.get("data", {})
+        if data_file is not None:
+            pairs, what = read_pairs(data_file), f"file {data_file}"
+        elif prepared is not None and prepared.test:
+            pairs = prepared.test
+            if record.get("test"):
+                what = f"test file {record['test']}"
+            else:
+                what = f"test part of {record.get('pairs')}"
+        else:
+            return {}
+        model, vocab = loaded.task, loaded.encoders
+        batch_size = batch_size or 256
+        if beam is None:
+            metrics = report_on_pairs(
+                model, vocab, pairs, beam=record.get("beam", 1), batch_size=batch_size
+            )
+        else:
+            metrics = evaluate_pairs(model, vocab, pairs, beam=beam, batch_size=batch_size)
+            metrics.pop("predictions")
+        return {"data": what, **metrics}
+
+    def write_plots(self, loaded: LoadedRun, prepared: PreparedPairs, report: dict) -> None:
+        if not prepared.test or loaded.task.attention is None:
+            return
+        first = prepared.test[0][0]
+        if loaded.encoders.source.unknown_tokens(first):
+            return  # a test file's first source may hold characters never seen in training
+        one = translate(loaded.task, loaded.encoders, [first])[0]
+        plot_attention(one["attention"], first, one["output"], loaded.run / ATTENTION_PLOT)
+
+    def format_evaluation(self, report: dict) -> dict:
+        """The beam-search block as ``beam_*`` lines beside the greedy ones."""
+        searched = report.get("beam")
+        if not isinstance(searched, dict):
+            return report
+        rest = {k: v for k, v in report.items() if k != "beam"}
+        return {**rest, **{f"beam_{k}" if k != "beam" else "beam": v for k, v in searched.items()}}
+
+    def format_metrics(self, metrics: dict) -> str:
+        if "val_exact_match" not in metrics:
+            return ""
+        return f"validation exact match {metrics['val_exact_match']:.4f}"
+
+    def format_report(self, report: dict) -> str:
+        if "exact_match" not in report:
+            return super().format_report(report)
+        lines = []
+        width = report.get("beam") if isinstance(report.get("beam"), int) else 1
+        lines.append(
+            f"{report['data']} ({report['pairs']:,} pairs, "
+            f"{'greedy' if width == 1 else f'beam {width}'}): exact match "
+            f"{report['exact_match']:.4f}, character accuracy {report['char_accuracy']:.4f}, "
+            f"BLEU {report['bleu']:.4f}"
+        )
+        if isinstance(report.get("beam"), dict):
+            b = report["beam"]
+            lines.append(
+                f"{report['data']} (beam {b['beam']}): exact match {b['exact_match']:.4f}, "
+                f"character accuracy {b['char_accuracy']:.4f}, BLEU {b['bleu']:.4f}"
+            )
+        return "\n".join(lines)
+
+
+SPEC = Seq2SeqSpec()
 
 
 def train_seq2seq(
     out: str | os.PathLike,
     *,
     data: PairData,
-    model: dict | None = None,
+    model: dict | Seq2SeqConfig | None = None,
     train: TrainConfig | None = None,
-    beam: int = 1,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
-) -> tuple[TrainResult, RunDir, dict | None]:
-    """Train a :class:`Seq2Seq` into the run directory ``out`` and test it on held-out pairs.
+) -> tuple[TrainResult, RunDir, dict]:
+    """Train a :class:`Seq2Seq` into the run directory ``out`` and test it on the held-out
+    pairs (:func:`rnnkit.runs.train_run` with :data:`SPEC`); default training: 3 epochs.
 
-    Writes ``config.json``, ``vocab.json``, ``split.json``, ``model.safetensors``,
-    ``metrics.jsonl``, ``trainer_state/``, then ``test_metrics.json`` (greedy, and beam search
-    when ``beam`` > 1) and ``attention.png`` (attention weights of the first test pair). Every
-    input is validated before anything in ``out`` is touched.
-
-    Returns ``(result, run, test_metrics)``.
+    Returns ``(result, run, test_metrics)`` (``{}`` when nothing is held out).
     """
-    train = train or TrainConfig(epochs=DEFAULT_EPOCHS)
-    run = RunDir.prepare(out, force=force)
-    corpus = prepare_pairs(data, train.seed)
-    options = {"max_length": corpus.record["max_length"], **(model or {})}
-    seed_everything(train.seed)
-    try:
-        task = Seq2Seq.for_vocab(corpus.vocab, **options)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"bad model options: {exc}") from None
-    train_batches = PairBatches(corpus.train, corpus.vocab, data.batch_size, seed=train.seed)
-    val_batches = PairBatches(corpus.val, corpus.vocab, 256, shuffle=False) if corpus.val else None
-    run.create()
-    corpus.vocab.save(run / VOCAB_FILE)
-    atomic_write_json(run / SPLIT_FILE, corpus.split)
-    run.write_config(
-        {
-            "task": Seq2Seq.name,
-            "model": task.config(),
-            "data": corpus.record,
-            "train": train.to_dict(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+    done = train_run(
+        SPEC, out, data=data, model=model, train=train, force=force, callbacks=callbacks
     )
-    log.info(
-        "training seq2seq on %s: %d pairs, %d parameters",
-        data.pairs,
-        len(corpus.train),
-        sum(p.numel() for p in task.parameters()),
-    )
-    result = Trainer(task, train, train_batches, val_batches, run=run, callbacks=callbacks).fit()
-    test_metrics = None
-    if corpus.test and result.stop_reason != "interrupted":
-        what = f"test file {data.test}" if data.test else f"test part of {data.pairs}"
-        test_metrics = {"data": what, **report_on_pairs(task, corpus.vocab, corpus.test, beam=beam)}
-        atomic_write_json(run / TEST_METRICS_FILE, test_metrics)
-        first = corpus.test[0][0]
-        if task.attention is not None and not set(corpus.vocab.source.unknown_tokens(first)):
-            result_one = translate(task, corpus.vocab, [first])[0]
-            plot_attention(
-                result_one["attention"], first, result_one["output"], run / ATTENTION_PLOT
-            )
-    return result, run, test_metrics
+    return done.result, done.run, done.report
 
 
-def report_on_pairs(model: Seq2Seq, vocab: PairVocab, pairs, *, beam: int = 1) -> dict:
-    """Greedy metrics on ``pairs`` and, for ``beam`` > 1, beam-search metrics under ``beam``."""
-    greedy = evaluate_pairs(model, vocab, pairs, beam=1)
-    greedy.pop("predictions")
-    report = {k: greedy[k] for k in ("pairs", "loss", "exact_match", "char_accuracy", "bleu")}
-    if beam > 1:
-        searched = evaluate_pairs(model, vocab, pairs, beam=beam)
-        report["beam"] = {k: searched[k] for k in ("beam", "exact_match", "char_accuracy", "bleu")}
-    return report
+def resume_seq2seq(
+    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
+) -> tuple[TrainResult, RunDir, dict]:
+    """Continue a seq2seq run from its last checkpoint (:func:`rnnkit.runs.resume_run`)."""
+    done = resume_run(run_path, limits=limits, callbacks=callbacks, task="seq2seq")
+    return done.result, done.run, done.report
 
 
 def load_seq2seq(run_path: str | os.PathLike) -> tuple[Seq2Seq, PairVocab, dict]:
     """A trained seq2seq model (eval mode), its vocabularies and its ``config.json``."""
-    run = RunDir(run_path).check()
-    config = run.read_config()
-    if config["task"] != Seq2Seq.name:
-        raise InvalidInputError(f"{run.path} is a {config['task']!r} run, not a seq2seq run")
-    vocab = PairVocab.load(run / VOCAB_FILE)
-    from rnnkit.runs import load_run
-
-    model = load_run(run.path).task
-    if (len(vocab.source), len(vocab.target)) != (
-        model.source_embedding.num_embeddings,
-        model.target_embedding.num_embeddings,
-    ):
-        raise InvalidInputError(f"{run / VOCAB_FILE} does not match {run.config_path}")
-    return model, vocab, config
-
-
-def run_test_pairs(run_path: str | os.PathLike, config: dict) -> tuple[list, str]:
-    """The held-out test pairs of a run (its test file or the test part of its split)."""
-    record = config.get("data", {})
-    if record.get("test"):
-        path = Path(record["test"])
-        pairs = read_pairs(path)
-        if record.get("test_sha256") and file_sha256(path) != record["test_sha256"]:
-            raise InvalidInputError(f"the test file {path} changed since training; pass --data")
-        return pairs, f"test file {path}"
-    if "pairs" not in record:
-        raise InvalidInputError(f"{run_path}/config.json records no pairs file; pass --data FILE")
-    path = Path(record["pairs"])
-    pairs = read_pairs(path)
-    if record.get("sha256") and file_sha256(path) != record["sha256"]:
-        raise InvalidInputError(
-            f"the pairs file {path} changed since training; pass --data FILE to evaluate"
-        )
-    split = read_json(Path(run_path) / SPLIT_FILE)
-    try:
-        return [pairs[i] for i in split["test"]], f"test part of {path}"
-    except (IndexError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"{run_path}/{SPLIT_FILE} is malformed ({exc!r})") from None
+    loaded = load_run(run_path, task="seq2seq")
+    return loaded.task, loaded.encoders, loaded.config
 
 
 def plot_attention(attention, source: str, output: str, path, title: str = "") -> None:
