@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnkit.cli.main import main
 from rnnkit.data.dates import generate_dates
@@ -171,3 +172,140 @@ def test_bad_options_exit_2(trained, capsys):
     assert "--scheduled-sampling must be in [0, 1]" in capsys.readouterr().err
     assert main(["translate", str(run), "--text", "x", "--beam", "0"]) == 2
     assert "--beam must be >= 1" in capsys.readouterr().err
+
+
+def test_train_needs_pairs_unless_resume(capsys):
+    assert main(["train", "seq2seq", "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --pairs FILE is required")
+
+
+def test_evaluate_json_and_other_file(trained, capsys):
+    folder, pairs, run = trained
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    report = json.loads(out)
+    saved = json.loads((run / "test_metrics.json").read_text())
+    assert report["data"] == saved["data"] and report["pairs"] == saved["pairs"] == 30
+    assert report["exact_match"] == saved["exact_match"] and report["beam"] == saved["beam"]
+    other = folder / "other.tsv"
+    other.write_text("".join(f"{s}\t{t}\n" for s, t in generate_dates(7, seed=9)), "utf-8")
+    assert main(["evaluate", str(run), "--data", str(other), "--json", "--beam", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 7 and report["beam"] == 1 and str(other) in report["data"]
+
+
+# -- resume ---------------------------------------------------------------------------------------
+RESUMABLE = [
+    *("--hidden-size", "8", "--embedding-size", "6", "--no-progress", "--eval-every", "3"),
+    # RNG matters (dropout, scheduled sampling); a constant schedule does not see the limit
+    *("--dropout", "0.2", "--scheduled-sampling", "0.3", "--schedule", "constant"),
+    *("--batch-size", "32", "--seed", "5"),
+]
+
+
+def test_stopped_then_resumed_is_bit_identical(trained, tmp_path, capsys):
+    from rnnkit.io import load_tensors
+
+    _, pairs, _ = trained
+    base = ["train", "seq2seq", "--pairs", str(pairs), *RESUMABLE]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "full"), "--steps", "12", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # one JSON object, nothing else
+    full = json.loads(out)
+    assert full["steps"] == 12 and full["epochs"] >= 1 and full["task"] == "seq2seq"
+    assert main([*base, "--out", str(tmp_path / "part"), "--steps", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 5
+    resume = ["train", "seq2seq", "--resume", str(tmp_path / "part"), "--steps", "12"]
+    assert main([*resume, "--json", "--no-progress"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["steps"] == 12 and resumed["test"] == full["test"] | {
+        "data": resumed["test"]["data"]
+    }
+    a = load_tensors(tmp_path / "part" / "model.safetensors")
+    b = load_tensors(tmp_path / "full" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_changed_pairs_and_other_tasks(trained, tmp_path, capsys):
+    import shutil
+
+    _, pairs, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    changed = tmp_path / "dates.tsv"
+    changed.write_text(pairs.read_text("utf-8") + "1 mai 2001\t2001-05-01\n", "utf-8")
+    config = json.loads((copy / "config.json").read_text())
+    config["data"]["pairs"] = str(changed)
+    (copy / "config.json").write_text(json.dumps(config))
+    before = snapshot(copy)
+    assert main(["train", "seq2seq", "--resume", str(copy), "--steps", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "changed since the run was trained" in err
+    assert snapshot(copy) == before
+    assert main(["evaluate", str(copy)]) == 2
+    assert "changed since the run was trained" in capsys.readouterr().err
+    assert main(["train", "lm", "--resume", str(copy), "--steps", "20", "--no-progress"]) == 2
+    assert "is a 'seq2seq' run, not a 'lm' run" in capsys.readouterr().err
+
+
+# -- runs written before the run lifecycle -------------------------------------------------------
+FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "seq2seq"
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    """The fixture run (trained by rnnkit before ``rnnkit.runs``), its data path made this
+    machine's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE / "run", run)
+    pairs = tmp_path / "dates.tsv"
+    shutil.copy(FIXTURE / "dates.tsv", pairs)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["pairs"] = str(pairs)
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    return run, pairs
+
+
+def test_old_run_loads_and_evaluates(old_run, capsys):
+    from rnnkit import runs
+    from rnnkit.data.pairs import PairVocab
+    from rnnkit.tasks.seq2seq import Seq2Seq
+
+    run, pairs = old_run
+    saved = json.loads((run / "test_metrics.json").read_text())
+    loaded = runs.load_run(run, task="seq2seq")
+    assert isinstance(loaded.task, Seq2Seq) and isinstance(loaded.encoders, PairVocab)
+    assert not loaded.task.training and loaded.task.max_length == 20
+    report = runs.evaluate_run(run)
+    assert report["data"] == f"test part of {pairs}"
+    for key in ("pairs", "exact_match", "char_accuracy", "bleu"):
+        assert report[key] == saved[key], key
+    assert report["loss"] == pytest.approx(saved["loss"], rel=1e-6)
+    searched = runs.evaluate_run(loaded, beam=2)
+    assert searched["beam"] == 2
+    for key in ("exact_match", "char_accuracy", "bleu"):
+        assert searched[key] == saved["beam"][key], key
+    # a fresh split of the same file with the same options is the old code's split
+    from rnnkit.tasks.seq2seq import SPEC
+
+    data = SPEC.saved_data(loaded.config["data"])
+    fresh = SPEC.prepare(data, loaded.config["train"]["seed"])
+    assert fresh.split == json.loads((run / "split.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and json.loads(out)["pairs"] == saved["pairs"]
+    assert main(["evaluate", str(run)]) == 0
+    assert "seq2seq run" in capsys.readouterr().out
+    source = pairs.read_text("utf-8").splitlines()[0].split("\t")[0]
+    assert main(["translate", str(run), "--text", source, "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["translations"]
+    assert isinstance(result["output"], str)
