@@ -4,6 +4,7 @@ and `rnnkit train classify` / `evaluate` / `predict` end to end with every bad i
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -218,12 +219,12 @@ def text_run(tmp_path_factory):
 
 def test_train_text_writes_a_complete_run(text_run, capsys):
     csv, out = text_run
-    for name in ("config.json", "encoders.json", "splits.json", "model.safetensors",
+    for name in ("config.json", "encoders.json", "split.json", "model.safetensors",
                  "metrics.jsonl", "test_metrics.json", "confusion_test.png"):  # fmt: skip
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["task"] == "classify" and config["data"]["train_examples"] == 96
-    splits = json.loads((out / "splits.json").read_text())
+    splits = json.loads((out / "split.json").read_text())
     rows = splits["train"] + splits["val"] + splits["test"]
     assert sorted(rows) == list(range(2, 122))  # CSV rows 2..121, each in one split
     report = json.loads((out / "test_metrics.json").read_text())
@@ -345,7 +346,7 @@ def test_train_series_evaluate_and_predict(tmp_path, capsys):
             "--conv-stride", "2", *TINY[:2], "--batch-size", "8", "--no-progress"]  # fmt: skip
     code = main(argv)
     assert code == 0
-    assert "test split: accuracy" in capsys.readouterr().out
+    assert re.search(r"test split of \S+_TEST\.ts: accuracy", capsys.readouterr().out)
     encoders = json.loads((out / "encoders.json").read_text())
     assert encoders["input"]["type"] == "series" and len(encoders["input"]["mean"]) == 2
     assert json.loads((out / "test_metrics.json").read_text())["accuracy"] >= 0.8
@@ -467,3 +468,60 @@ def test_predict_bad_input(text_run, tmp_path, capsys):
     assert "classifies text; pass --text or --csv" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--text", "hi"]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_resume_by_steps_is_bit_identical_and_json_is_one_object(tmp_path, capsys):
+    # Stopped mid-epoch by --steps, resumed with more: the same weights as one uninterrupted run.
+    csv = write_reviews(tmp_path / "r.csv", n=60)
+    constant = ["--schedule", "constant", "--threads", "1"]
+    assert main(text_args(csv, tmp_path / "full", "--steps", "11", *constant)) == 0
+    assert main(text_args(csv, tmp_path / "part", "--steps", "6", *constant)) == 0
+    capsys.readouterr()
+    resume = ["train", "classify", "--resume", str(tmp_path / "part"), "--steps", "11"]
+    assert main([*resume, "--no-progress", "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out)  # exactly one JSON object, nothing else
+    assert out.count("\n") == 1 and summary["steps"] == 11 and summary["task"] == "classify"
+    assert summary["test"]["data"].startswith("test split of")
+    from safetensors.torch import load_file
+
+    full = load_file(tmp_path / "full/model.safetensors")
+    part = load_file(tmp_path / "part/model.safetensors")
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.equal(full[name], part[name]), name
+    assert (tmp_path / "part/split.json").read_bytes() == (
+        tmp_path / "full/split.json"
+    ).read_bytes()
+
+
+def test_train_json_prints_one_object(tmp_path, capsys):
+    csv = write_reviews(tmp_path / "r.csv", n=40)
+    capsys.readouterr()
+    assert main(text_args(csv, tmp_path / "run", "--steps", "2", "--json")) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out)
+    assert out.count("\n") == 1
+    assert summary["steps"] == 2 and summary["stop_reason"] == "steps"
+    assert summary["test"]["accuracy"] == pytest.approx(
+        json.loads((tmp_path / "run/test_metrics.json").read_text())["accuracy"]
+    )
+
+
+def test_default_training_is_ten_epochs_evaluated_once_per_epoch(tmp_path):
+    from rnnkit import runs
+    from rnnkit.tasks.classify import SPEC, ClassifyData
+
+    csv = write_reviews(tmp_path / "r.csv", n=40)
+    data = ClassifyData(csv=str(csv), text_column="review", label_column="sentiment",
+                        batch_size=16)  # fmt: skip
+    train = SPEC.default_train().replace(epochs=2)
+    done = runs.train_run(SPEC, tmp_path / "run", data=data, model={"hidden_size": 4}, train=train)
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    per_epoch = config["train"]["eval_every"]
+    assert per_epoch == 2  # 32 training examples, batches of 16
+    lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4]
+    assert SPEC.default_train().epochs == 10
+    loaded = runs.load_run(tmp_path / "run", task="classify")
+    assert runs.evaluate_run(loaded)["accuracy"] == pytest.approx(done.report["accuracy"])

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from rnnkit.cli.main import UsageError
+from rnnkit.cli.options import add_json_flag
 
 
 def register(subparsers) -> None:
@@ -35,36 +36,8 @@ def register(subparsers) -> None:
     parser.add_argument("--text-column", help="CSV text column (default: the run's)")
     parser.add_argument("--top-k", type=int, help="text output: show the K most probable classes")
     parser.add_argument("--batch-size", type=int, default=64, help="default 64")
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object on stdout and nothing else"
-    )
+    add_json_flag(parser)
     parser.set_defaults(func=run)
-
-
-def _inputs(args, loaded) -> tuple[list, list[str]]:
-    """Items to classify and a short description of each."""
-    from rnnkit.data.textclass import read_text_csv
-    from rnnkit.data.ts import read_ts
-    from rnnkit.errors import InvalidInputError
-    from rnnkit.tasks.classify import _check_dimensions
-
-    if (args.text is not None or args.csv) and loaded.kind != "text":
-        raise UsageError(f"{loaded.run.path} classifies .ts series; pass --ts FILE")
-    if args.ts and loaded.kind != "series":
-        raise UsageError(f"{loaded.run.path} classifies text; pass --text or --csv")
-    if args.text is not None:
-        if any(not t.strip() for t in args.text):
-            raise UsageError("--text is empty; pass the text to classify")
-        return args.text, [_short(t) for t in args.text]
-    if args.csv:
-        column = args.text_column or loaded.config.get("data", {}).get("text_column", "text")
-        examples = read_text_csv(args.csv, column, label_column=None)
-        return examples.texts, [_short(t) for t in examples.texts]
-    ts = read_ts(args.ts, labelled=True)
-    _check_dimensions(loaded, ts.dimensions, args.ts)
-    if not ts.series:
-        raise InvalidInputError(f"{args.ts}: no cases")
-    return ts.series, [f"case {i + 1}" for i in range(len(ts.series))]
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -73,7 +46,8 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def run(args) -> int:
-    from rnnkit.tasks.classify import load_classifier
+    from rnnkit import runs
+    from rnnkit.tasks.classify import predict, read_unlabelled
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -81,12 +55,15 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.text_column and not args.csv:
         raise UsageError("--text-column applies to --csv only")
-    loaded = load_classifier(args.run_dir)
-    items, names = _inputs(args, loaded)
-    predictions = loaded.predict(items, batch_size=args.batch_size)
+    loaded = runs.load_run(args.run_dir, task="classify")
+    items = read_unlabelled(
+        loaded, texts=args.text, csv=args.csv, text_column=args.text_column, ts=args.ts
+    )
+    predictions = predict(loaded, items, batch_size=args.batch_size)
     if args.json:
         print(json.dumps({"predictions": predictions}, ensure_ascii=False))
         return 0
+    names = [f"case {i + 1}" for i in range(len(items))] if args.ts else map(_short, items)
     for name, p in zip(names, predictions):
         ranked = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])
         shown = ranked[: args.top_k] if args.top_k else ranked[:1]

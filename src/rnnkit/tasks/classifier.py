@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.config import Config
 from rnnkit.layers import make_layer
 from rnnkit.tasks.base import CELLS, StepOutput, Task
 
@@ -54,7 +54,7 @@ POOLINGS = ("last", "mean", "max", "attention")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Config):
     """Everything that defines a :class:`Classifier`; saved in a run's ``config.json``.
 
     Exactly one of ``vocab_size`` (token input, an embedding layer) and ``input_size`` (numeric
@@ -104,18 +104,15 @@ class ClassifierConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, obj: dict) -> ClassifierConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, obj: dict, *, strict: bool = True) -> ClassifierConfig:
+        known = set(cls.field_names())
         unknown = sorted(set(obj) - known)
-        if unknown:
+        if unknown and strict:
             raise ValueError(
                 f"unknown classifier config keys {unknown}; known keys are {sorted(known)}"
             )
-        return cls(**obj)
+        return cls(**{k: v for k, v in obj.items() if k in known})
 
 
 class Classifier(Task):

@@ -1,4 +1,4 @@
-"""Classification runs: data to batches, training, evaluation and prediction on disk.
+"""Classification runs: the task's spec in the run lifecycle (:mod:`rnnkit.runs`), prediction.
 
 Two kinds of input, one workflow:
 
@@ -9,30 +9,28 @@ Two kinds of input, one workflow:
 
 Splits: a given test file (``test_csv`` / ``ts_test``) is the test split; otherwise a seeded
 random ``test_fraction`` of the examples is. ``val_fraction`` of the rest is held out for
-validation. The split is saved with the run (``splits.json``: CSV row numbers or ``.ts`` case
-indices), with ``encoders.json`` (vocabulary or standardisation, class names).
+validation. The split is saved with the run (``split.json``: CSV row numbers or ``.ts`` case
+indices; runs of earlier versions have ``splits.json``), the encoders in ``encoders.json``
+(vocabulary or standardisation, class names).
 
-A run directory holds ``config.json``, ``encoders.json``, ``splits.json``, ``model.safetensors``,
+A run directory holds ``config.json``, ``encoders.json``, ``split.json``, ``model.safetensors``,
 ``metrics.jsonl``, ``trainer_state/``, and after training ``test_metrics.json`` and
 ``confusion_test.png`` (the test split's confusion matrix).
 
 Example::
 
+    from rnnkit import runs
     from rnnkit.train import TrainConfig
     data = ClassifyData(**builtin_dataset("japanese-vowels"), batch_size=16)
-    result, run, report = train_classifier(
-        "runs/jv", data=data, model={"hidden_size": 64}, train=TrainConfig(epochs=30),
-        eval_per_epoch=True)
-    report["accuracy"]                         # on the official test split
-    load_classifier("runs/jv").predict([series])   # [{"label": ..., "probabilities": {...}}]
+    done = runs.train_run(SPEC, "runs/jv", data=data, model={"hidden_size": 64},
+                          train=TrainConfig(epochs=30, eval_every=EVAL_PER_EPOCH))
+    done.report["accuracy"]                    # on the official test split
+    predict(runs.load_run("runs/jv"), [series])    # [{"label": ..., "probabilities": {...}}]
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import hashlib
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnkit.config import Config
 from rnnkit.data.batching import ClassificationBatches, pad_batch
 from rnnkit.data.split import split_indices
 from rnnkit.data.textclass import (
@@ -54,8 +53,10 @@ from rnnkit.data.textclass import (
 from rnnkit.data.ts import Standardizer, read_ts, sktime_ts_paths
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_json, read_json
+from rnnkit.io import RunDir
+from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.classifier import (
+    POOLINGS,
     Classifier,
     ClassifierConfig,
     class_weights,
@@ -63,16 +64,12 @@ from rnnkit.tasks.classifier import (
     format_confusion_matrix,
     plot_confusion_matrix,
 )
-from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train import Callback, TrainConfig, TrainResult
 
-log = logging.getLogger(__name__)
-
-ENCODERS = "encoders.json"
-SPLITS = "splits.json"
-TEST_METRICS = "test_metrics.json"
 CONFUSION_PNG = "confusion_test.png"
-
 BUILTIN_DATASETS = ("rotten-tomatoes", "japanese-vowels", "basic-motions")
+# ``eval_every`` meaning "once per epoch": the spec replaces it by the epoch's batch count.
+EVAL_PER_EPOCH = 10**9
 
 
 def builtin_dataset(name: str) -> dict:
@@ -98,29 +95,68 @@ def builtin_dataset(name: str) -> dict:
     )
 
 
+# -- configs -----------------------------------------------------------------------------------
 @dataclass
-class ClassifyData:
+class ClassifyData(Config):
     """Where examples come from, how they are split and batched (``config.json``'s ``data``).
 
     Exactly one of ``csv`` (text) and ``ts_train`` (series) is set.
     """
 
-    csv: str | None = None
-    test_csv: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    skip_labels: list[str] = field(default_factory=list)
-    level: str = "word"
-    lowercase: bool = True
-    min_freq: int = 1
-    max_length: int | None = None
-    embeddings: str | None = None
-    ts_train: str | None = None
-    ts_test: str | None = None
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    batch_size: int = 32
-    class_weights: bool = False
+    csv: str | None = field(
+        default=None,
+        metadata={"help": "CSV file with a header (.gz/.bz2/.xz too)", "metavar": "FILE"},
+    )
+    test_csv: str | None = field(
+        default=None,
+        metadata={"help": "CSV test file (default: a random split)", "metavar": "FILE"},
+    )
+    text_column: str = field(
+        default="text", metadata={"help": "CSV text column", "metavar": "NAME"}
+    )
+    label_column: str = field(
+        default="label", metadata={"help": "CSV label column", "metavar": "NAME"}
+    )
+    skip_labels: list[str] = field(
+        default_factory=list,
+        metadata={"help": "drop rows with this label (repeatable)", "flag": False},
+    )
+    level: str = field(
+        default="word",
+        metadata={"help": "tokenise text by words or characters", "flag": False},
+    )
+    lowercase: bool = field(default=True, metadata={"help": "lowercase text before tokenising"})
+    min_freq: int = field(
+        default=2, metadata={"help": "tokens seen fewer times in training become <unk>"}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "keep the first N tokens of each text"}
+    )
+    embeddings: str | None = field(
+        default=None,
+        metadata={
+            "help": "pretrained word vectors, word2vec text or binary format",
+            "metavar": "FILE",
+        },
+    )
+    ts_train: str | None = field(
+        default=None, metadata={"help": "UEA/UCR .ts training file", "metavar": "FILE"}
+    )
+    ts_test: str | None = field(
+        default=None, metadata={"help": "UEA/UCR .ts test file", "metavar": "FILE"}
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={"help": "fraction of the training examples held out for validation (0 = none)"},
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "random test split when no test file is given"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "examples per batch"})
+    class_weights: bool = field(
+        default=False,
+        metadata={"help": "weight the loss by inverse class frequency (imbalanced data)"},
+    )
 
     def __post_init__(self) -> None:
         self.skip_labels = list(self.skip_labels)
@@ -130,6 +166,8 @@ class ClassifyData:
             raise ValueError("test_csv and embeddings apply to CSV text input only")
         if self.ts_train is None and self.ts_test:
             raise ValueError("ts_test needs ts_train")
+        if self.level not in ("word", "char"):
+            raise ValueError(f"level must be one of word, char; got {self.level!r}")
         if self.batch_size < 1 or self.min_freq < 1:
             raise ValueError(
                 f"batch_size and min_freq must be >= 1; got {self.batch_size}, {self.min_freq}"
@@ -149,42 +187,128 @@ class ClassifyData:
         return bool(self.test_csv or self.ts_test)
 
     def to_dict(self) -> dict:
-        record = dataclasses.asdict(self)
+        record = super().to_dict()
         # absolute paths, so the run can be evaluated from any working directory
         for name in ("csv", "test_csv", "embeddings", "ts_train", "ts_test"):
             if record[name] is not None:
                 record[name] = str(Path(record[name]).resolve())
         return record
 
+
+@dataclass
+class ClassifyModel(Config):
+    """The model options of a run: :class:`ClassifierConfig` fields that the data does not fix
+    (``num_classes``, ``vocab_size``, ``input_size`` come from the prepared data)."""
+
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
+    embedding_size: int | None = field(
+        default=None,
+        metadata={"help": "text: embedding size (default 128, or the --embeddings file's)"},
+    )
+    hidden_size: int = field(default=128, metadata={"help": "hidden units H per layer"})
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    bidirectional: bool = field(default=True, metadata={"help": "read sequences both ways"})
+    pooling: str = field(
+        default="max",
+        metadata={"help": "sequence summary fed to the classifier", "choices": POOLINGS},
+    )
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout between stacked recurrent layers"}
+    )
+    input_dropout: float | None = field(
+        default=None,
+        metadata={"help": "dropout on embeddings / inputs (default 0.3 text, 0 series)"},
+    )
+    token_dropout: float = field(
+        default=0.0,
+        metadata={"help": "text: replace whole tokens by <unk> with this probability in training"},
+    )
+    output_dropout: float = field(default=0.5, metadata={"help": "dropout on the pooled vector"})
+    conv_channels: int = field(
+        default=0,
+        metadata={
+            "help": "Conv1d+ReLU with this many channels before the RNN (0: off)",
+            "flag": False,
+        },
+    )
+    conv_kernel_size: int = field(default=3, metadata={"help": "front-end kernel size"})
+    conv_stride: int = field(
+        default=1, metadata={"help": "front-end stride: shortens sequences by this factor"}
+    )
+    freeze_embeddings: bool = field(
+        default=False, metadata={"help": "text: keep the embeddings fixed (default: fine-tune)"}
+    )
+    layer_options: dict = field(default_factory=dict, metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "conv_kernel_size", "conv_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.embedding_size is not None and self.embedding_size < 1:
+            raise ValueError(f"embedding_size must be >= 1; got {self.embedding_size}")
+        if self.conv_channels < 0:
+            raise ValueError(f"conv_channels must be >= 0; got {self.conv_channels}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {self.pooling!r}")
+        for name in ("dropout", "input_dropout", "token_dropout", "output_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {value}")
+
+
+# -- encoders and prepared data ----------------------------------------------------------------
+@dataclass
+class ClassifyEncoders:
+    """What turns raw items into model inputs (``input``) and class ids into names
+    (``labels``); saved as ``encoders.json``."""
+
+    input: TextEncoder | Standardizer
+    labels: LabelEncoder
+
+    @property
+    def kind(self) -> str:
+        return "text" if isinstance(self.input, TextEncoder) else "series"
+
+    def encode(self, items: Sequence) -> list[np.ndarray]:
+        """Texts (text runs) or (T, C) arrays (series runs) -> model inputs."""
+        if self.kind == "text":
+            return [np.asarray(self.input.encode(t), dtype=np.int64) for t in items]
+        return [self.input.transform(np.asarray(s, dtype=np.float64)) for s in items]
+
+    def check_dimensions(self, dimensions: int, path) -> None:
+        """A series file must have the channels the model was trained on."""
+        expected = len(self.input.mean)
+        if dimensions != expected:
+            raise InvalidInputError(
+                f"{path}: {dimensions} dimensions but the model was trained on {expected}"
+            )
+
+    def to_json(self) -> dict:
+        return {"input": self.input.to_json(), **self.labels.to_json()}
+
     @classmethod
-    def from_dict(cls, obj: dict) -> ClassifyData:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in obj.items() if k in known})
+    def from_json(cls, obj: dict) -> ClassifyEncoders:
+        kind = obj["input"]["type"]
+        encoder = (TextEncoder if kind == "text" else Standardizer).from_json(obj["input"])
+        return cls(encoder, LabelEncoder.from_json(obj))
 
 
 @dataclass
-class PreparedData:
-    """Encoded splits and what encodes them (saved with the run)."""
+class ClassifyPrepared(Prepared):
+    """Encoded splits (``inputs``/``targets`` per split name) besides the batch sources.
 
-    encoder: TextEncoder | Standardizer
-    labels: LabelEncoder
-    inputs: dict[str, list]
-    targets: dict[str, list[int]]
-    ids: dict[str, list[int]]  # CSV row numbers or .ts case indices per split
-    record: dict  # sources and sizes, for config.json
+    ``split`` (``split.json``) holds the CSV row numbers or ``.ts`` case indices per split;
+    ``embeddings`` the (V, E) word2vec rows for a fresh text run with an embeddings file.
+    """
+
+    inputs: dict[str, list] = field(default_factory=dict)
+    targets: dict[str, list[int]] = field(default_factory=dict)
+    weighted: bool = False
     embeddings: np.ndarray | None = None
 
     @property
     def input_size(self) -> int | None:
-        return None if isinstance(self.encoder, TextEncoder) else len(self.encoder.mean)
-
-    def encoders_json(self) -> dict:
-        return {"input": self.encoder.to_json(), **self.labels.to_json()}
-
-    def batches(self, split: str, batch_size: int, *, shuffle=False, seed=0):
-        return ClassificationBatches(
-            self.inputs[split], self.targets[split], batch_size, shuffle=shuffle, seed=seed
-        )
+        return None if self.encoders.kind == "text" else len(self.encoders.input.mean)
 
 
 def _sha256(path) -> str:
@@ -214,15 +338,38 @@ def prepare_data(
     data: ClassifyData,
     seed: int,
     *,
-    embedding_size: int | None = None,
-    saved_splits: dict | None = None,
-    encoders: dict | None = None,
-) -> PreparedData:
-    """Read, split and encode ``data``; with ``saved_splits``/``encoders`` (from a run), rebuild
-    that run's splits and encodings exactly. Raises :class:`InvalidInputError` on bad data."""
+    encoders: ClassifyEncoders | None = None,
+    split: dict | None = None,
+) -> ClassifyPrepared:
+    """Read, split, encode and batch ``data``; with ``split``/``encoders`` (a run's own) rebuild
+    that run's split and encodings exactly. Raises :class:`InvalidInputError` on bad data."""
     if data.kind == "text":
-        return _prepare_text(data, seed, embedding_size, saved_splits, encoders)
-    return _prepare_series(data, seed, saved_splits, encoders)
+        read = _read_text(data, seed, split, encoders)
+    else:
+        read = _read_series(data, seed, split, encoders)
+    encoders, inputs, targets, ids, record, vectors = read
+    if not inputs["train"]:
+        raise InvalidInputError("the training split is empty; lower --val-fraction/--test-fraction")
+    record.update({f"{k}_examples": len(v) for k, v in inputs.items()})
+    if encoders.kind == "text":
+        record["vocab_size"] = len(encoders.input.vocab)
+
+    def batches(name: str, shuffle: bool = False):
+        return ClassificationBatches(
+            inputs[name], targets[name], data.batch_size, shuffle=shuffle, seed=seed
+        )
+
+    return ClassifyPrepared(
+        train=batches("train", shuffle=True),
+        val=batches("val") if inputs.get("val") else None,
+        encoders=encoders,
+        split=ids,
+        record=record,
+        inputs=inputs,
+        targets=targets,
+        weighted=data.class_weights,
+        embeddings=vectors,
+    )
 
 
 def _labels_and_targets(labels: LabelEncoder | None, split_labels: dict, source: str):
@@ -235,14 +382,14 @@ def _labels_and_targets(labels: LabelEncoder | None, split_labels: dict, source:
     return labels, targets
 
 
-def _prepare_text(data, seed, embedding_size, saved_splits, encoders) -> PreparedData:
+def _read_text(data: ClassifyData, seed: int, saved_split, encoders):
     examples = read_text_csv(data.csv, data.text_column, data.label_column, data.skip_labels)
     if len(set(examples.labels)) < 2:
         raise InvalidInputError(
             f"{data.csv}: one class only ({examples.labels[0]!r}) in column "
             f"{data.label_column!r}; classification needs at least two labels"
         )
-    index = _split(len(examples.texts), data, seed, saved_splits, examples.rows)
+    index = _split(len(examples.texts), data, seed, saved_split, examples.rows)
     texts = {k: [examples.texts[i] for i in v] for k, v in index.items()}
     labels = {k: [examples.labels[i] for i in v] for k, v in index.items()}
     ids = {k: [examples.rows[i] for i in v] for k, v in index.items()}
@@ -253,8 +400,7 @@ def _prepare_text(data, seed, embedding_size, saved_splits, encoders) -> Prepare
         record["test_source"] = str(data.test_csv)
         record["test_sha256"] = _sha256(data.test_csv)
     if encoders is not None:
-        encoder = TextEncoder.from_json(encoders["input"])
-        label_encoder = LabelEncoder.from_json(encoders)
+        encoder, label_encoder = encoders.input, encoders.labels
     else:
         encoder = TextEncoder(TokenVocab.build([]), data.level, data.lowercase, data.max_length)
         tokens = [encoder.tokens(t) for t in texts["train"]]
@@ -265,23 +411,18 @@ def _prepare_text(data, seed, embedding_size, saved_splits, encoders) -> Prepare
         k: [np.asarray(encoder.encode(t), dtype=np.int64) for t in v] for k, v in texts.items()
     }
     vectors = None
-    if data.embeddings and encoders is None:
-        found, dim = load_word2vec(
-            data.embeddings, dim=embedding_size, wanted=set(encoder.vocab.tokens)
-        )
+    if data.embeddings and encoders is None:  # a fresh run: its weights start from the file
+        found, dim = load_word2vec(data.embeddings, wanted=set(encoder.vocab.tokens))
         vectors, hits = embedding_matrix(encoder.vocab, found, dim, seed=seed)
         record["embeddings_found"] = hits
         record["embeddings_sha256"] = _sha256(data.embeddings)
-    record.update({f"{k}_examples": len(v) for k, v in inputs.items()})
-    record["vocab_size"] = len(encoder.vocab)
-    return PreparedData(encoder, label_encoder, inputs, targets, ids, record, vectors)
+    return ClassifyEncoders(encoder, label_encoder), inputs, targets, ids, record, vectors
 
 
-def _prepare_series(data, seed, saved_splits, encoders) -> PreparedData:
+def _read_series(data: ClassifyData, seed: int, saved_split, encoders):
     train_file = read_ts(data.ts_train)
-    index = _split(
-        len(train_file.series), data, seed, saved_splits, list(range(len(train_file.series)))
-    )
+    cases = list(range(len(train_file.series)))
+    index = _split(len(train_file.series), data, seed, saved_split, cases)
     series = {k: [train_file.series[i] for i in v] for k, v in index.items()}
     labels = {k: [train_file.labels[i] for i in v] for k, v in index.items()}
     ids = {k: list(v) for k, v in index.items()}
@@ -298,292 +439,81 @@ def _prepare_series(data, seed, saved_splits, encoders) -> PreparedData:
             "classification needs at least two labels"
         )
     if encoders is not None:
-        scaler = Standardizer.from_json(encoders["input"])
-        label_encoder = LabelEncoder.from_json(encoders)
-        if len(scaler.mean) != train_file.dimensions:
-            raise InvalidInputError(
-                f"{data.ts_train}: {train_file.dimensions} dimensions but the model was trained "
-                f"on {len(scaler.mean)}"
-            )
+        scaler, label_encoder = encoders.input, encoders.labels
+        encoders.check_dimensions(train_file.dimensions, data.ts_train)
     else:
         scaler = Standardizer.fit(series["train"])  # training split only
         label_encoder = None
     label_encoder, targets = _labels_and_targets(label_encoder, labels, data.ts_train)
     inputs = {k: [scaler.transform(s) for s in v] for k, v in series.items()}
-    record.update({f"{k}_examples": len(v) for k, v in inputs.items()})
     record["dimensions"] = train_file.dimensions
     record["problem_name"] = train_file.problem_name
-    return PreparedData(scaler, label_encoder, inputs, targets, ids, record)
+    return ClassifyEncoders(scaler, label_encoder), inputs, targets, ids, record, None
 
 
-# -- training ----------------------------------------------------------------------------------
-def _build_model(prepared: PreparedData, model: dict, data: ClassifyData) -> Classifier:
-    options = dict(model)
-    options["num_classes"] = len(prepared.labels)
-    if prepared.input_size is None:
-        options["vocab_size"] = len(prepared.encoder.vocab)
-        if prepared.embeddings is not None:
-            options["embedding_size"] = prepared.embeddings.shape[1]
-    else:
-        options["input_size"] = prepared.input_size
-        options.pop("embedding_size", None)
-        options.pop("freeze_embeddings", None)
-        options.pop("token_dropout", None)
-    weights = None
-    if data.class_weights:
-        weights = class_weights(prepared.targets["train"], len(prepared.labels))
-    embeddings = None if prepared.embeddings is None else torch.from_numpy(prepared.embeddings)
-    try:
-        config = ClassifierConfig.from_dict(options)
-        return Classifier(config, class_weights=weights, embeddings=embeddings)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"bad model options: {exc}") from None
-
-
-def train_classifier(
-    out: str | os.PathLike,
-    *,
-    data: ClassifyData,
-    model: dict | None = None,
-    train: TrainConfig | None = None,
-    force: bool = False,
-    callbacks: Sequence[Callback] = (),
-    eval_per_epoch: bool = False,
-) -> tuple[TrainResult, RunDir, dict]:
-    """Train a classifier into the run directory ``out``; returns the trainer's result, the run
-    and the test split's :func:`classification_report` (also written to ``test_metrics.json``
-    and ``confusion_test.png``).
-
-    Args:
-        data: :class:`ClassifyData`.
-        model: :class:`ClassifierConfig` fields except ``num_classes``, ``vocab_size`` and
-            ``input_size`` (taken from the data).
-        train: :class:`TrainConfig` (default: 10 epochs, evaluation every epoch).
-        eval_per_epoch: evaluate and checkpoint once per epoch (overrides ``eval_every``).
-
-    Every input is validated before anything in ``out`` is touched.
-    """
-    model = dict(model or {})
-    run = RunDir.prepare(out, force=force)
-    if train is None:
-        train, eval_per_epoch = TrainConfig(epochs=10), True
-    prepared = prepare_data(data, train.seed, embedding_size=model.get("embedding_size"))
-    if not prepared.inputs["train"]:
-        raise InvalidInputError("the training split is empty; lower --val-fraction/--test-fraction")
-    train_batches = prepared.batches("train", data.batch_size, shuffle=True, seed=train.seed)
-    if eval_per_epoch:
-        train = train.replace(eval_every=len(train_batches))
-    val = prepared.batches("val", data.batch_size) if prepared.inputs.get("val") else None
-    seed_everything(train.seed)
-    task = _build_model(prepared, model, data)
-    run.create()
-    _write_run_files(run, prepared, task, data, train)
-    trainer = Trainer(task, train, train_batches, val, run=run, callbacks=callbacks)
-    log.info(
-        "training a %s classifier: %d parameters",
-        task.settings.cell,
-        sum(p.numel() for p in task.parameters()),
-    )
-    result = trainer.fit()
-    return result, run, _test_report(run, task, prepared, data.batch_size)
-
-
-def _write_run_files(run, prepared, task, data, train) -> None:
-    atomic_write_json(run / ENCODERS, prepared.encoders_json())
-    atomic_write_json(run / SPLITS, {k: v for k, v in prepared.ids.items()})
-    run.write_config(
-        {
-            "task": Classifier.name,
-            "model": task.config(),
-            "class_weights": data.class_weights,
-            "data": {**data.to_dict(), **prepared.record},
-            "train": train.to_dict(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-
-
-def _test_report(run, task, prepared, batch_size) -> dict:
-    """The test split's report, written with its confusion matrix PNG ({} without a test split)."""
-    if not prepared.inputs.get("test"):
-        return {}
-    report = classification_report(
-        task, prepared.batches("test", batch_size), prepared.labels.classes
-    )
-    report = {"data": "test split", **report}
-    atomic_write_json(run / TEST_METRICS, report)
-    plot_confusion_matrix(
-        np.asarray(report["confusion_matrix"]),
-        report["classes"],
-        run / CONFUSION_PNG,
-        title=f"test accuracy {report['accuracy']:.3f}",
-    )
-    return report
-
-
-def resume_classifier(
-    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
-) -> tuple[TrainResult, RunDir, dict]:
-    """Continue a classification run from ``trainer_state/``; ``limits`` may raise
-    steps/epochs/time_budget. The data files must be unchanged (same SHA-256)."""
-    run = RunDir.for_resume(run_path)
-    config = _read_classify_config(run)
-    try:
-        train = TrainConfig.from_dict(config["train"])
-        if limits:
-            train = train.replace(**limits)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.config_path}: bad training options ({exc})") from None
-    data, prepared = _reload_data(run, config)
-    task = Classifier.from_config(config["model"])
-    if limits:
-        atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
-    train_batches = prepared.batches("train", data.batch_size, shuffle=True, seed=train.seed)
-    val = prepared.batches("val", data.batch_size) if prepared.inputs.get("val") else None
-    trainer = Trainer(task, train, train_batches, val, run=run, callbacks=callbacks)
-    result = trainer.fit(resume=True)
-    return result, run, _test_report(run, task, prepared, data.batch_size)
-
-
-def _read_classify_config(run: RunDir) -> dict:
-    config = run.read_config()
-    if config.get("task") != Classifier.name:
-        raise InvalidInputError(
-            f"{run.path} is a {config.get('task')!r} run, not a classification run"
-        )
-    return config
-
-
-def _reload_data(run: RunDir, config: dict) -> tuple[ClassifyData, PreparedData]:
-    record = config.get("data", {})
-    try:
-        data = ClassifyData.from_dict(record)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.config_path}: bad data options ({exc})") from None
-    for key, path_key in (("sha256", "source"), ("test_sha256", "test_source")):
-        path = record.get(path_key)
-        if record.get(key) and path and os.path.isfile(path) and _sha256(path) != record[key]:
-            raise InvalidInputError(
-                f"{path} changed since the run was trained (SHA-256 differs); "
-                "its recorded splits no longer apply"
-            )
-    prepared = prepare_data(
-        data, 0, saved_splits=read_json(run / SPLITS), encoders=read_json(run / ENCODERS)
-    )
-    return data, prepared
-
-
-# -- loading, evaluation, prediction ------------------------------------------------------------
-@dataclass
-class LoadedClassifier:
-    """A trained classifier with its encoders, ready for :meth:`predict`."""
-
-    model: Classifier
-    encoder: TextEncoder | Standardizer
-    labels: LabelEncoder
-    config: dict
-    run: RunDir
-
-    @property
-    def kind(self) -> str:
-        return "text" if isinstance(self.encoder, TextEncoder) else "series"
-
-    def encode(self, items: Sequence) -> list[np.ndarray]:
-        """Texts (text runs) or (T, C) arrays (series runs) -> model inputs."""
-        if self.kind == "text":
-            return [np.asarray(self.encoder.encode(t), dtype=np.int64) for t in items]
-        return [self.encoder.transform(np.asarray(s, dtype=np.float64)) for s in items]
-
-    def predict(self, items: Sequence, batch_size: int = 64) -> list[dict]:
-        """``[{"label": str, "probabilities": {class: p}}]`` for texts or series."""
-        inputs = self.encode(items)
-        results = []
-        self.model.eval()
-        dtype = torch.int64 if self.kind == "text" else torch.float32
-        for b in range(0, len(inputs), batch_size):
-            x, lengths = pad_batch(inputs[b : b + batch_size], dtype=dtype)
-            probabilities = self.model.predict_proba(x, lengths)
-            for row in probabilities.tolist():
-                best = int(np.argmax(row))
-                results.append(
-                    {
-                        "label": self.labels.classes[best],
-                        "probabilities": dict(zip(self.labels.classes, row)),
-                    }
-                )
-        return results
-
-
-def load_classifier(run_path: str | os.PathLike) -> LoadedClassifier:
-    """A run's classifier (weights loaded, eval mode) and encoders."""
-    run = RunDir(run_path).check()
-    config = _read_classify_config(run)
-    encoders = read_json(run / ENCODERS)
-    try:
-        model = Classifier.from_config(config["model"])
-        kind = encoders["input"]["type"]
-        encoder = (TextEncoder if kind == "text" else Standardizer).from_json(encoders["input"])
-        labels = LabelEncoder.from_json(encoders)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.path}: cannot rebuild the classifier ({exc})") from None
-    try:
-        model.load_state_dict(run.load_weights())
-    except RuntimeError as exc:
-        raise InvalidInputError(
-            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()
-    return LoadedClassifier(model, encoder, labels, config, run)
-
-
-def evaluate_run(
-    run_path: str | os.PathLike, data_file: str | None = None, batch_size: int | None = None
-) -> dict:
-    """:func:`classification_report` of a run on its recorded test split, or on ``data_file``
-    (a labelled CSV with the run's columns, or a ``.ts`` file for series runs)."""
-    loaded = load_classifier(run_path)
-    data_config = loaded.config.get("data", {})
-    batch_size = batch_size or data_config.get("batch_size", 32)
-    if data_file is None:
-        try:
-            _, prepared = _reload_data(loaded.run, loaded.config)
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{exc}; pass --data FILE to evaluate another file") from None
-        if not prepared.inputs.get("test"):
-            raise InvalidInputError(f"{loaded.run.path} has no test split; pass --data FILE")
-        inputs, targets = prepared.inputs["test"], prepared.targets["test"]
-        what = f"test split of {data_config.get('test_source') or data_config.get('source')}"
-    else:
-        inputs, labels = read_labelled(loaded, data_file)
-        targets = loaded.labels.encode(labels, what=str(data_file))
-        what = str(data_file)
-    batches = ClassificationBatches(inputs, targets, batch_size)
-    report = classification_report(loaded.model, batches, loaded.labels.classes)
-    return {"data": what, **report}
-
-
-def read_labelled(loaded: LoadedClassifier, path) -> tuple[list[np.ndarray], list[str]]:
-    """Encoded inputs and labels of a labelled file in the run's format."""
-    data_config = loaded.config.get("data", {})
-    if loaded.kind == "text":
+# -- reading files with a trained run ---------------------------------------------------------
+def read_labelled(loaded: LoadedRun, path) -> tuple[list[np.ndarray], list[str]]:
+    """Encoded inputs and labels of a labelled file in the run's format (a CSV with the run's
+    columns, or a ``.ts`` file)."""
+    data = loaded.config.get("data", {})
+    encoders: ClassifyEncoders = loaded.encoders
+    if encoders.kind == "text":
         examples = read_text_csv(
             path,
-            data_config.get("text_column", "text"),
-            data_config.get("label_column", "label"),
-            data_config.get("skip_labels", ()),
+            data.get("text_column", "text"),
+            data.get("label_column", "label"),
+            data.get("skip_labels", ()),
         )
-        return loaded.encode(examples.texts), examples.labels
+        return encoders.encode(examples.texts), examples.labels
     ts = read_ts(path)
-    _check_dimensions(loaded, ts.dimensions, path)
-    return loaded.encode(ts.series), ts.labels
+    encoders.check_dimensions(ts.dimensions, path)
+    return encoders.encode(ts.series), ts.labels
 
 
-def _check_dimensions(loaded: LoadedClassifier, dimensions: int, path) -> None:
-    expected = len(loaded.encoder.mean)
-    if dimensions != expected:
-        raise InvalidInputError(
-            f"{path}: {dimensions} dimensions but the model was trained on {expected}"
-        )
+def read_unlabelled(
+    loaded: LoadedRun,
+    *,
+    texts: Sequence[str] | None = None,
+    csv: str | None = None,
+    text_column: str | None = None,
+    ts: str | None = None,
+) -> list:
+    """Items to classify with ``loaded``: ``texts``, the ``text_column`` (default: the run's) of
+    every row of ``csv``, or every case of the ``.ts`` file ``ts`` (its labels are ignored)."""
+    kind = loaded.encoders.kind
+    if (texts is not None or csv) and kind != "text":
+        raise InvalidInputError(f"{loaded.run.path} classifies .ts series; pass --ts FILE")
+    if ts and kind != "series":
+        raise InvalidInputError(f"{loaded.run.path} classifies text; pass --text or --csv")
+    if texts is not None:
+        if any(not t.strip() for t in texts):
+            raise InvalidInputError("--text is empty; pass the text to classify")
+        return list(texts)
+    if csv:
+        column = text_column or loaded.config.get("data", {}).get("text_column", "text")
+        return read_text_csv(csv, column, label_column=None).texts
+    series = read_ts(ts, labelled=True)
+    loaded.encoders.check_dimensions(series.dimensions, ts)
+    if not series.series:
+        raise InvalidInputError(f"{ts}: no cases")
+    return series.series
+
+
+def predict(loaded: LoadedRun, items: Sequence, batch_size: int = 64) -> list[dict]:
+    """``[{"label": str, "probabilities": {class: p}}]`` for texts or (T, C) series."""
+    encoders: ClassifyEncoders = loaded.encoders
+    inputs = encoders.encode(items)
+    classes = encoders.labels.classes
+    model = loaded.task
+    model.eval()
+    dtype = torch.int64 if encoders.kind == "text" else torch.float32
+    results = []
+    for b in range(0, len(inputs), batch_size):
+        x, lengths = pad_batch(inputs[b : b + batch_size], dtype=dtype)
+        for row in model.predict_proba(x, lengths).tolist():
+            best = int(np.argmax(row))
+            results.append({"label": classes[best], "probabilities": dict(zip(classes, row))})
+    return results
 
 
 def format_report(report: dict) -> str:
@@ -595,3 +525,192 @@ def format_report(report: dict) -> str:
         "confusion matrix (rows: true class, columns: predicted):\n"
         + format_confusion_matrix(cm, report["classes"])
     )
+
+
+def _plot(report: dict, path, title: str) -> None:
+    cm = np.asarray(report["confusion_matrix"])
+    plot_confusion_matrix(cm, report["classes"], path, title=f"{title} {report['accuracy']:.3f}")
+
+
+# -- the classification run --------------------------------------------------------------------
+class ClassifySpec(TaskSpec):
+    """Classification in the run lifecycle (:mod:`rnnkit.runs`): held out is the test file or
+    the random test split; the encoders are ``encoders.json``; by default 10 epochs, evaluated
+    once per epoch."""
+
+    name = "classify"
+    task_class = Classifier
+    data_config = ClassifyData
+    model_config = ClassifyModel
+    encoders_file = "encoders.json"
+    throughput_unit = "time steps"
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(epochs=10, eval_every=EVAL_PER_EPOCH)
+
+    def train_config(self, train: TrainConfig, prepared: ClassifyPrepared) -> TrainConfig:
+        if train.eval_every == EVAL_PER_EPOCH:
+            return train.replace(eval_every=len(prepared.train))
+        return train
+
+    def prepare(self, data: ClassifyData, seed: int, *, encoders=None, split=None):
+        return prepare_data(data, seed, encoders=encoders, split=split)
+
+    def build(self, model: ClassifyModel, prepared: ClassifyPrepared) -> Classifier:
+        """The classifier for the data: sizes from the encoders, class weights from the
+        training split's labels, the embedding from the word2vec rows (when given)."""
+        options = model.to_dict()
+        options["num_classes"] = len(prepared.encoders.labels)
+        embeddings = None
+        if prepared.input_size is None:
+            options["vocab_size"] = len(prepared.encoders.input.vocab)
+            if prepared.embeddings is not None:
+                dim = prepared.embeddings.shape[1]
+                if model.embedding_size is not None and model.embedding_size != dim:
+                    raise InvalidInputError(
+                        f"the vectors have dimension {dim} but the model expects "
+                        f"{model.embedding_size}; set --embedding-size {dim} or use a matching "
+                        "file"
+                    )
+                options["embedding_size"] = dim
+                embeddings = torch.from_numpy(prepared.embeddings)
+            elif options["embedding_size"] is None:
+                options["embedding_size"] = 128
+            if options["input_dropout"] is None:
+                options["input_dropout"] = 0.3
+        else:
+            options["input_size"] = prepared.input_size
+            for name in ("embedding_size", "freeze_embeddings", "token_dropout"):
+                options.pop(name)
+            if options["input_dropout"] is None:
+                options["input_dropout"] = 0.0
+        weights = None
+        if prepared.weighted:
+            weights = class_weights(prepared.targets["train"], len(prepared.encoders.labels))
+        config = ClassifierConfig.from_dict(options)
+        return Classifier(config, class_weights=weights, embeddings=embeddings)
+
+    def encoders_to_json(self, encoders: ClassifyEncoders) -> dict:
+        return encoders.to_json()
+
+    def encoders_from_json(self, obj: dict) -> ClassifyEncoders:
+        return ClassifyEncoders.from_json(obj)
+
+    def report(
+        self,
+        loaded: LoadedRun,
+        prepared: ClassifyPrepared | None = None,
+        *,
+        data_file: str | None = None,
+        batch_size: int | None = None,
+        **_,
+    ) -> dict:
+        """:func:`classification_report` on the run's test split, or on ``data_file`` (a
+        labelled CSV with the run's columns, or a ``.ts`` file); the latter's confusion matrix
+        is also written as ``confusion_<file name>.png`` into the run."""
+        data = loaded.config.get("data", {})
+        if data_file is not None:
+            inputs, labels = read_labelled(loaded, data_file)
+            targets = loaded.encoders.labels.encode(labels, what=str(data_file))
+            what = str(data_file)
+        elif prepared is not None and prepared.inputs.get("test"):
+            inputs, targets = prepared.inputs["test"], prepared.targets["test"]
+            what = f"test split of {data.get('test_source') or data.get('source')}"
+        else:
+            return {}
+        batches = ClassificationBatches(inputs, targets, batch_size or data.get("batch_size", 32))
+        report = {
+            "data": what,
+            **classification_report(loaded.task, batches, loaded.encoders.labels.classes),
+        }
+        if data_file is not None:
+            png = loaded.run / f"confusion_{Path(data_file).stem}.png"
+            _plot(report, png, "accuracy")
+            report["confusion_png"] = str(png)
+        return report
+
+    def write_plots(self, loaded: LoadedRun, prepared: ClassifyPrepared, report: dict) -> None:
+        _plot(report, loaded.run / CONFUSION_PNG, "test accuracy")
+
+    def format_metrics(self, metrics: dict) -> str:
+        if "val_accuracy" not in metrics:
+            return ""
+        return (
+            f"validation accuracy {metrics['val_accuracy']:.4f}, "
+            f"macro-F1 {metrics['val_macro_f1']:.4f}"
+        )
+
+    def format_report(self, report: dict) -> str:
+        return f"{report['data']}: {format_report(report)}"
+
+    def format_evaluation(self, report: dict) -> dict:
+        """Headline figures, one line per class, then the confusion matrix's rows."""
+        flat = {k: report[k] for k in ("data", "loss", "accuracy", "macro_f1", "count")}
+        for name, m in report["per_class"].items():
+            flat[f"class {name}"] = (
+                f"P {m['precision']:.4f}  R {m['recall']:.4f}  F1 {m['f1']:.4f}  n {m['support']:,}"
+            )
+        cm = report["confusion_matrix"]
+        width = max(len(str(v)) for v in [*report["classes"], *np.ravel(cm).tolist()])
+        flat["confusion (columns)"] = " ".join(c.rjust(width) for c in report["classes"])
+        for name, row in zip(report["classes"], cm):
+            flat[f"confusion {name}"] = " ".join(str(v).rjust(width) for v in row)
+        if "confusion_png" in report:
+            flat["confusion_png"] = report["confusion_png"]
+        return flat
+
+
+SPEC = ClassifySpec()
+
+
+# -- library entry points (thin wrappers over rnnkit.runs) -------------------------------------
+@dataclass
+class LoadedClassifier(LoadedRun):
+    """A loaded classification run with :meth:`predict`."""
+
+    @property
+    def kind(self) -> str:
+        return self.encoders.kind
+
+    def predict(self, items: Sequence, batch_size: int = 64) -> list[dict]:
+        """``[{"label": str, "probabilities": {class: p}}]`` (see :func:`predict`)."""
+        return predict(self, items, batch_size)
+
+
+def train_classifier(
+    out: str | os.PathLike,
+    *,
+    data: ClassifyData,
+    model: dict | ClassifyModel | None = None,
+    train: TrainConfig | None = None,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+    eval_per_epoch: bool = False,
+) -> tuple[TrainResult, RunDir, dict]:
+    """Train a classifier into ``out`` (:func:`rnnkit.runs.train_run` with :data:`SPEC`);
+    returns the trainer's result, the run and the test split's report.
+
+    Args:
+        train: default 10 epochs evaluated once per epoch.
+        eval_per_epoch: evaluate and checkpoint once per epoch (overrides ``eval_every``).
+    """
+    if train is not None and eval_per_epoch:
+        train = train.replace(eval_every=EVAL_PER_EPOCH)
+    done = train_run(
+        SPEC, out, data=data, model=model, train=train, force=force, callbacks=callbacks
+    )
+    return done.result, done.run, done.report
+
+
+def resume_classifier(
+    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
+) -> tuple[TrainResult, RunDir, dict]:
+    """Continue a classification run (:func:`rnnkit.runs.resume_run`)."""
+    done = resume_run(run_path, limits=limits, callbacks=callbacks, task="classify")
+    return done.result, done.run, done.report
+
+
+def load_classifier(run_path: str | os.PathLike) -> LoadedClassifier:
+    """A run's classifier, weights loaded, and encoders (:func:`rnnkit.runs.load_run`)."""
+    loaded = load_run(run_path, task="classify")
+    return LoadedClassifier(**vars(loaded))
