@@ -204,9 +204,9 @@ def test_train_evaluate_and_forecast_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "naive" in printed and "seasonal_naive" in printed and "ar" in printed
     for name in ("config.json", "series.json", "model.safetensors", "metrics.jsonl",
-                 "report.json", "forecast.png"):  # fmt: skip
+                 "test_metrics.json", "forecast.png"):  # fmt: skip
         assert (out / name).is_file(), name
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "test_metrics.json").read_text())
     assert set(report["baselines"]) == {"naive", "seasonal_naive", "ar"}
     assert report["span"] == "test" and report["origins"] > 0
 
@@ -313,7 +313,7 @@ def test_usage_errors(tmp_path, capsys):
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    from rnnkit.tasks.forecaster import resume_forecaster, train_forecaster
+    from rnnkit.tasks.forecaster import SeriesData, resume_forecaster, train_forecaster
     from rnnkit.train import Callback, TrainConfig
 
     class StopAt(Callback):
@@ -322,9 +322,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
                 trainer.request_stop("test")
 
     csv = _csv(tmp_path)
-    series = SeriesConfig("sales", window=12, horizon=3, date_column="week")
-    kwargs = dict(series=series, csv=csv, model={"hidden_size": 8}, season=12,
-                  train=TrainConfig(steps=20, eval_every=5))  # fmt: skip
+    data = SeriesData(csv=str(csv), target="sales", window=12, horizon=3, date_column="week",
+                      season=12)  # fmt: skip
+    kwargs = dict(data=data, model={"hidden_size": 8}, train=TrainConfig(steps=20, eval_every=5))
     _, whole, whole_report = train_forecaster(tmp_path / "whole", **kwargs)
     result, part, _ = train_forecaster(tmp_path / "part", callbacks=[StopAt()], **kwargs)
     assert result.step == 10 and result.stop_reason == "test"

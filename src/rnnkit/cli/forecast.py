@@ -40,8 +40,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from rnnkit import runs
     from rnnkit.io import atomic_write_text
-    from rnnkit.tasks.forecaster import forecast_table, load_forecast_run, plot_forecasts
+    from rnnkit.tasks.forecaster import forecast_table, plot_recent
 
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
         if value is None:
@@ -53,15 +54,11 @@ def run(args) -> int:
             raise InvalidInputError(f"{flag} {path} exists; pass --force to replace it")
     if args.plot and not args.all:
         raise InvalidInputError("--plot draws forecasts against actuals; add --all")
-    table = forecast_table(args.run_dir, args.csv, every_origin=args.all)
+    loaded = runs.load_run(args.run_dir, task="forecast")
+    table = forecast_table(loaded, args.csv, every_origin=args.all)
     text = table.to_csv(index=False, float_format="%.6g")
     if args.plot:
-        fr = load_forecast_run(args.run_dir, args.csv)
-        if len(fr.data.origins("all")) == 0:
-            raise InvalidInputError(
-                f"{args.csv} has no row with a full window and known T+1..T+H to plot"
-            )
-        plot_forecasts(args.plot, fr.model, fr.data, "all", season=fr.season, ar=fr.ar)
+        plot_recent(loaded, args.csv, args.plot)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"{len(table)} forecasts written to {args.out}", file=sys.stderr)

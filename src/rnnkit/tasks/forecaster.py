@@ -24,12 +24,10 @@ Example::
 
 from __future__ import annotations
 
-import datetime
-import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from rnnkit.config import Config
 from rnnkit.data.series import (
+    FILLS,
+    PACKAGED,
+    TRANSFORMS,
     ForecastData,
     Scaler,
     SeriesConfig,
@@ -49,18 +51,24 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import (
     RunDir,
     atomic_write_bytes,
-    atomic_write_json,
     file_sha256,
     load_tensors,
-    read_json,
+    read_jsonl,
     save_tensors,
 )
 from rnnkit.layers import make_layer
+from rnnkit.runs import (
+    LoadedRun,
+    Prepared,
+    TaskSpec,
+    evaluate_run,
+    load_run,
+    resume_run,
+    train_run,
+)
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
 from rnnkit.tasks.baselines import LinearAR, baseline_forecasts, forecast_metrics, up_fraction
-from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
-
-log = logging.getLogger(__name__)
+from rnnkit.train import Callback, TrainConfig, TrainResult
 
 
 class Forecaster(Task):
@@ -165,16 +173,6 @@ class Forecaster(Task):
     def forecast(self, data: ForecastData, origins: np.ndarray) -> np.ndarray:
         """Forecasts in original units ``[M, H]`` from each origin ``T``."""
         return data.to_levels(self.predict_scaled(data.inputs(origins)), origins)
-
-
-def span_batches(
-    data: ForecastData, span: str, batch_size: int, *, shuffle: bool, seed: int = 0
-) -> WindowBatches:
-    """:class:`WindowBatches` of every origin of ``span`` (inputs and scaled targets)."""
-    origins = data.origins(span)
-    return WindowBatches(
-        data.inputs(origins), data.targets(span, origins), batch_size, shuffle=shuffle, seed=seed
-    )
 
 
 def forecast_report(
@@ -309,13 +307,253 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
 
 
-# -- runs on disk ------------------------------------------------------------------------------
+# -- the forecasting run -----------------------------------------------------------------------
 SERIES_FILE = "series.json"
-REPORT_FILE = "report.json"
 PLOT_FILE = "forecast.png"
-
-
 BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class SeriesData(Config):
+    """The data of a forecasting run: where the series is, how it becomes windows
+    (the :class:`rnnkit.data.series.SeriesConfig` fields, flat), batching and the baselines.
+
+    With ``dataset`` the packaged series' usual settings fill what is not given (target, date
+    column and format, window, horizon, transform, season). ``features`` may be given as a
+    comma-separated string.
+
+    >>> SeriesData(dataset="co2").series.window
+    104
+    >>> SeriesData(csv="sales.csv", target="units", window=28, horizon=7).series.transform
+    'levels'
+    """
+
+    csv: str | None = field(
+        default=None, metadata={"help": "CSV file with a header line", "metavar": "FILE"}
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "a packaged series (statsmodels co2, arch sp500/nasdaq) instead of --csv",
+            "choices": tuple(PACKAGED),
+        },
+    )
+    target: str | None = field(
+        default=None, metadata={"help": "column to forecast", "metavar": "COL"}
+    )
+    features: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated extra input columns (standardised, not transformed)",
+            "metavar": "COLS",
+        },
+    )
+    date_column: str | None = field(
+        default=None, metadata={"help": "dates; must be sorted, no duplicates", "metavar": "C"}
+    )
+    date_format: str | None = field(
+        default=None,
+        metadata={"help": "strptime format of the dates (default: inferred)", "metavar": "FMT"},
+    )
+    window: int | None = field(
+        default=None, metadata={"help": "rows the model sees", "metavar": "W"}
+    )
+    horizon: int | None = field(default=None, metadata={"help": "predict T+1..T+H", "metavar": "H"})
+    transform: str | None = field(
+        default=None,
+        metadata={
+            "help": "model the target as levels, differences or log returns (default levels)",
+            "choices": TRANSFORMS,
+        },
+    )
+    season: int | None = field(
+        default=None, metadata={"help": "period of the seasonal-naive baseline", "metavar": "S"}
+    )
+    fill: str = field(
+        default="interpolate",
+        metadata={
+            "help": "missing values: interpolate (causally), carry forward, or refuse",
+            "choices": FILLS,
+        },
+    )
+    val_fraction: float = field(default=0.15, metadata={"help": "validation share"})
+    test_fraction: float = field(default=0.15, metadata={"help": "test share"})
+    ar_order: int | None = field(
+        default=None, metadata={"help": "lags of the AR baseline (default: --window)"}
+    )
+    batch_size: int = field(default=64, metadata={"help": "windows per batch"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, str):
+            self.features = tuple(c.strip() for c in self.features.split(",") if c.strip())
+        self.features = tuple(self.features or ())
+        if self.csv is not None and self.dataset is not None:
+            raise ValueError("give either a CSV file (--csv) or a packaged --dataset, not both")
+        if self.csv is None and self.dataset is None:
+            raise ValueError(
+                "give the data: --csv FILE (with --target, --window, --horizon) "
+                f"or --dataset {'|'.join(PACKAGED)}"
+            )
+        if self.dataset is not None:
+            if self.dataset not in PACKAGED:
+                raise ValueError(
+                    f"unknown dataset {self.dataset!r}; choose one of {', '.join(PACKAGED)}"
+                )
+            preset = PACKAGED[self.dataset]
+            self.target = self.target or preset.target
+            if self.date_column is None:
+                self.date_column = preset.date_column
+            if self.date_format is None and self.date_column == preset.date_column:
+                self.date_format = preset.date_format
+            for name in ("window", "horizon", "transform", "season"):
+                if getattr(self, name) is None:
+                    setattr(self, name, preset.defaults.get(name))
+        if self.target is None:
+            raise ValueError("--target COL is required with --csv")
+        if self.window is None or self.horizon is None:
+            raise ValueError("--window W and --horizon H are required with --csv")
+        self.transform = self.transform or "levels"
+        _ = self.series  # SeriesConfig validates the window options
+        check_positive_ints(batch_size=self.batch_size)
+        for name in ("season", "ar_order"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a positive integer; got {value!r}"
+                )
+        if self.test_fraction <= 0:
+            raise ValueError(
+                "--test-fraction must be > 0: the test span is where the model and the "
+                "baselines are scored"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict, *, strict: bool = True) -> SeriesData:
+        if isinstance(data, dict) and isinstance(data.get("series"), dict):
+            # Runs written before the run lifecycle nest the series options under "series" and
+            # record the packaged file's path in "csv" beside "dataset".
+            data = {k: v for k, v in data.items() if k != "series"} | data["series"]
+            if data.get("dataset"):
+                data["csv"] = None
+        return super().from_dict(data, strict=strict)
+
+    @property
+    def series(self) -> SeriesConfig:
+        """The :class:`rnnkit.data.series.SeriesConfig` of these options."""
+        return SeriesConfig(
+            target=self.target,
+            window=self.window,
+            horizon=self.horizon,
+            features=self.features,
+            date_column=self.date_column,
+            date_format=self.date_format,
+            transform=self.transform,
+            fill=self.fill,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+        )
+
+    def path(self) -> Path:
+        """The CSV to read: ``csv``, or the file of the packaged ``dataset``."""
+        return Path(self.csv) if self.csv is not None else resolve_dataset(self.dataset).path()
+
+
+@dataclass
+class ForecasterConfig(Config):
+    """:class:`Forecaster` arguments other than ``input_size`` and ``horizon`` (from the data)."""
+
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
+    hidden_size: int = field(default=64, metadata={"help": "units per recurrent layer"})
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    dropout: float = field(
+        default=0.0, metadata={"help": "dropout between stacked layers and before the head"}
+    )
+    layer_options: dict = field(default_factory=dict, metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        check_positive_ints(hidden_size=self.hidden_size, num_layers=self.num_layers)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
+
+
+@dataclass
+class SeriesEncoders:
+    """What a run fitted on its training span (``series.json``): the input scaler, the AR
+    baseline, the season of the seasonal-naive baseline, the MASE scale, and the spans."""
+
+    scaler: Scaler
+    ar: LinearAR
+    season: int | None
+    mase_scale: float
+    spans: dict
+
+    def to_json(self) -> dict:
+        return {
+            "scaler": self.scaler.to_dict(),
+            "ar": self.ar.to_dict(),
+            "season": self.season,
+            "mase_scale": self.mase_scale,
+            "spans": self.spans,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> SeriesEncoders:
+        return cls(
+            scaler=Scaler.from_dict(obj["scaler"]),
+            ar=LinearAR.from_dict(obj["ar"]),
+            season=obj.get("season"),
+            mase_scale=obj.get("mase_scale") or float("nan"),
+            spans=obj.get("spans", {}),
+        )
+
+
+@dataclass
+class SeriesPrepared(Prepared):
+    """Prepared series: window batches, the fitted :class:`SeriesEncoders` and the data."""
+
+    data: ForecastData | None = None
+
+
+def _spans(data: ForecastData) -> dict:
+    return {
+        name: {
+            "rows": list(span),
+            "from": data.date_of([span[0]])[0],
+            "to": data.date_of([span[1] - 1])[0],
+        }
+        for name, span in data.spans.items()
+        if span[1] > span[0]
+    }
+
+
+def span_batches(
+    data: ForecastData, span: str, batch_size: int, *, shuffle: bool, seed: int = 0
+) -> WindowBatches:
+    """:class:`WindowBatches` of every origin of ``span`` (inputs and scaled targets)."""
+    origins = data.origins(span)
+    return WindowBatches(
+        data.inputs(origins), data.targets(span, origins), batch_size, shuffle=shuffle, seed=seed
+    )
+
+
+def check_season(data: ForecastData, season: int | None) -> None:
+    """Refuse a season the seasonal-naive baseline cannot use on the test span."""
+    if season is None:
+        return
+    if isinstance(season, bool) or not isinstance(season, int) or season < 1:
+        raise InvalidInputError(f"--season must be a positive integer; got {season!r}")
+    first = min(
+        int(data.origins(s)[0])
+        for s in data.spans
+        if s != "train" and data.spans[s][1] > data.spans[s][0]
+    )
+    if first + 1 - season < 0:
+        raise InvalidInputError(
+            f"--season {season} is longer than the history before the first evaluated origin "
+            f"(row {first}); use a shorter season or a longer series"
+        )
 
 
 class BestWeights(Callback):
@@ -350,293 +588,213 @@ class BestWeights(Callback):
                 save_tensors(self.run / BEST_FILE, self.state)
 
 
-def source_path(csv: str | os.PathLike | None, dataset: str | None) -> Path:
-    """The CSV to read: ``csv``, or the file of the packaged ``dataset``."""
-    if (csv is None) == (dataset is None):
-        raise InvalidInputError("give either a CSV file (--csv) or a packaged --dataset")
-    return Path(csv) if csv is not None else resolve_dataset(dataset).path()
+def best_step(run: RunDir) -> int | None:
+    """The step whose weights a run keeps (lowest validation loss in ``metrics.jsonl``, the
+    first of equals, as :class:`BestWeights` chose them); None without validation."""
+    if not run.metrics_path.is_file():
+        return None
+    seen = [
+        r
+        for r in read_jsonl(run.metrics_path)
+        if isinstance(r.get("val_loss"), int | float) and math.isfinite(r["val_loss"])
+    ]
+    return min(seen, key=lambda r: r["val_loss"])["step"] if seen else None
+
+
+class ForecastSpec(TaskSpec):
+    """Forecasting in the run lifecycle (:mod:`rnnkit.runs`): the rows are split in time into
+    train/validation/test; the scaler, the AR baseline and the MASE scale are fitted on the
+    training span (``series.json``); the weights kept are those with the lowest validation
+    loss; the held-out report scores the model and every baseline on the test span."""
+
+    name = "forecast"
+    task_class = Forecaster
+    data_config = SeriesData
+    model_config = ForecasterConfig
+    encoders_file = SERIES_FILE
+    throughput_unit = "windows"
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(steps=2000, eval_every=100)
+
+    def prepare(
+        self, data: SeriesData, seed: int, *, encoders: SeriesEncoders | None = None, split=None
+    ) -> SeriesPrepared:
+        path = data.path()
+        series = load_series(
+            data.series, path, scaler=None if encoders is None else encoders.scaler
+        )
+        if encoders is None:
+            check_season(series, data.season)
+            try:
+                ar = LinearAR(data.ar_order).fit(series)
+            except ValueError as exc:
+                raise InvalidInputError(f"AR baseline: {exc}") from None
+            encoders = SeriesEncoders(
+                scaler=series.scaler,
+                ar=ar,
+                season=data.season,
+                mase_scale=series.training_scale(),
+                spans=_spans(series),
+            )
+        train = span_batches(series, "train", data.batch_size, shuffle=True, seed=seed)
+        val = span_batches(series, "val", 1024, shuffle=False) if data.val_fraction > 0 else None
+        record = {"source": str(path), "sha256": file_sha256(path), "rows": len(series.levels)}
+        if data.csv is not None:
+            record["csv"] = str(path.resolve())
+        return SeriesPrepared(train=train, val=val, encoders=encoders, record=record, data=series)
+
+    def build(self, model: ForecasterConfig, prepared: SeriesPrepared) -> Forecaster:
+        data = prepared.data
+        return Forecaster(data.n_channels, data.config.horizon, **model.to_dict())
+
+    def encoders_to_json(self, encoders: SeriesEncoders) -> dict:
+        return encoders.to_json()
+
+    def encoders_from_json(self, obj: dict) -> SeriesEncoders:
+        return SeriesEncoders.from_json(obj)
+
+    def callbacks(self, run: RunDir) -> list[Callback]:
+        return [BestWeights(run)]
+
+    def after_training(self, task: Forecaster, run: RunDir, callbacks) -> None:
+        """The best weights (lowest validation loss) into ``model.safetensors``."""
+        for best in callbacks:
+            if isinstance(best, BestWeights) and best.state is not None:
+                task.load_state_dict(best.state)
+                run.save_weights(task.state_dict())
+
+    def report(
+        self,
+        loaded: LoadedRun,
+        prepared: SeriesPrepared | None = None,
+        *,
+        data_file: str | os.PathLike | None = None,
+        **_,
+    ) -> dict:
+        """:func:`forecast_report` on the run's test span, or on every complete origin of
+        ``data_file`` (read with the run's settings, scaler, AR coefficients and MASE scale)."""
+        enc: SeriesEncoders = loaded.encoders
+        if data_file is not None:
+            data, span = recent_data(loaded, data_file), "all"
+            what = f"every complete origin of {data_file}"
+        elif prepared is not None:
+            data, span = prepared.data, "test"
+            what = f"test span of {prepared.record.get('source')}"
+        else:
+            return {}
+        report = forecast_report(
+            loaded.task, data, span, season=enc.season, ar=enc.ar, scale=enc.mase_scale
+        )
+        if data_file is None:
+            report["best_step"] = best_step(loaded.run)
+        return {"data": what, **report}
+
+    def write_plots(self, loaded: LoadedRun, prepared: SeriesPrepared, report: dict) -> None:
+        enc: SeriesEncoders = loaded.encoders
+        plot_forecasts(
+            loaded.run / PLOT_FILE,
+            loaded.task,
+            prepared.data,
+            report["span"],
+            season=enc.season,
+            ar=enc.ar,
+        )
+
+    def format_evaluation(self, report: dict) -> dict:
+        """The report flattened to ``<forecaster>_<metric>`` lines (``rnnkit evaluate``)."""
+        flat: dict = {"data": report["data"], "origins": report["origins"]}
+        flat["period"] = f"{report['first_origin']} .. {report['last_origin']}"
+        flat["horizon"] = report["horizon"]
+        flat["transform"] = report["transform"]
+        entries = {"model": report["model"], **report["baselines"]}
+        at = f"_at_T+{report['horizon']}"
+        for name, metrics in entries.items():
+            for key in ("mae", "rmse", "mase", "return_mae", "direction_accuracy"):
+                if key in metrics:
+                    flat[f"{name}_{key}"] = "-" if metrics[key] is None else metrics[key]
+            for key in ("mae", "return_mae", "return_rmse", "direction_accuracy"):
+                if key in metrics["last_horizon"]:
+                    value = metrics["last_horizon"][key]
+                    flat[f"{name}_{key}{at}"] = "-" if value is None else value
+        if "up_fraction" in report:
+            flat["always_up_direction_accuracy"] = report["up_fraction"]
+            flat[f"always_up_direction_accuracy{at}"] = report["up_fraction_last_horizon"]
+        flat["ranking_by_mae"] = " < ".join(report["ranking"])
+        flat["verdict"] = report["verdict"]
+        return flat
+
+    def format_report(self, report: dict) -> str:
+        step = report.get("best_step")
+        head = f"weights of step {step} (best validation loss)\n" if step is not None else ""
+        return head + format_report(report)
+
+
+SPEC = ForecastSpec()
+
+
+def recent_data(loaded: LoadedRun, csv: str | os.PathLike) -> ForecastData:
+    """``csv`` read with a trained run's settings and scaler, unsplit (one span ``"all"``)."""
+    data = SPEC.data_config.from_dict(loaded.config.get("data", {}), strict=False)
+    return load_series(data.series, csv, scaler=loaded.encoders.scaler, split=False)
 
 
 def train_forecaster(
     out: str | os.PathLike,
     *,
-    series: SeriesConfig,
-    csv: str | os.PathLike | None = None,
-    dataset: str | None = None,
-    model: dict | None = None,
+    data: SeriesData | dict,
+    model: ForecasterConfig | dict | None = None,
     train: TrainConfig | None = None,
-    batch_size: int = 64,
-    season: int | None = None,
-    ar_order: int | None = None,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[TrainResult, RunDir, dict]:
-    """Train a :class:`Forecaster` into the run directory ``out`` and score it on the test span.
+    """Train a :class:`Forecaster` into the run directory ``out`` and score it and the
+    baselines on the test span (:func:`rnnkit.runs.train_run` with :data:`SPEC`; default
+    training 2000 steps, evaluation every 100).
 
-    Args:
-        out: run directory (must not hold a run unless ``force``).
-        series: how the CSV becomes examples (:class:`rnnkit.data.series.SeriesConfig`).
-        csv / dataset: the data, a CSV file or a packaged series (``co2``, ``sp500``, ``nasdaq``).
-        model: :class:`Forecaster` arguments other than ``input_size`` and ``horizon``.
-        train: :class:`rnnkit.train.TrainConfig` (default 2000 steps, evaluation every 100).
-        batch_size: windows per batch.
-        season: period of the seasonal-naive baseline (None: no seasonal baseline).
-        ar_order: lags of the AR baseline (default: the window).
-
-    The weights kept are those with the lowest validation loss. Writes ``config.json``,
-    ``series.json`` (scaler, AR coefficients, spans), ``model.safetensors`` (best weights),
-    ``best.safetensors`` (best so far, for resuming), ``metrics.jsonl``, ``trainer_state/``,
-    ``report.json`` (test span: model and baselines) and ``forecast.png``.
-    Every input is validated before anything in ``out`` is touched.
+    Writes ``config.json``, ``series.json`` (scaler, AR coefficients, spans),
+    ``model.safetensors`` (best validation weights), ``best.safetensors`` (best so far, for
+    resuming), ``metrics.jsonl``, ``trainer_state/``, ``test_metrics.json`` (test span: model
+    and baselines) and ``forecast.png``.
 
     Returns:
         ``(train result, run directory, test report)``.
     """
-    train = train or TrainConfig(steps=2000, eval_every=100)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch size must be a positive integer; got {batch_size!r}")
-    if series.test_fraction <= 0:
-        raise InvalidInputError(
-            "--test-fraction must be > 0: the test span is where the model and the baselines "
-            "are scored"
-        )
-    run = RunDir.prepare(out, force=force)
-    path = source_path(csv, dataset)
-    data = load_series(series, path)
-    check_season(data, season)
-    try:
-        ar = LinearAR(ar_order).fit(data)
-    except ValueError as exc:
-        raise InvalidInputError(f"AR baseline: {exc}") from None
-    seed_everything(train.seed)
-    try:
-        task = Forecaster(data.n_channels, series.horizon, **(model or {}))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"bad model options: {exc}") from None
-    train_batches = span_batches(data, "train", batch_size, shuffle=True, seed=train.seed)
-    val_batches = (
-        span_batches(data, "val", 1024, shuffle=False) if series.val_fraction > 0 else None
+    done = train_run(
+        SPEC, out, data=data, model=model, train=train, force=force, callbacks=callbacks
     )
-
-    run.create()
-    atomic_write_json(
-        run / SERIES_FILE,
-        {
-            "scaler": data.scaler.to_dict(),
-            "ar": ar.to_dict(),
-            "season": season,
-            "mase_scale": data.training_scale(),
-            "spans": {
-                name: {
-                    "rows": list(span),
-                    "from": data.date_of([span[0]])[0],
-                    "to": data.date_of([span[1] - 1])[0],
-                }
-                for name, span in data.spans.items()
-                if span[1] > span[0]
-            },
-        },
-    )
-    run.write_config(
-        {
-            "task": Forecaster.name,
-            "model": task.config(),
-            "data": {
-                "csv": str(path.resolve()),
-                "dataset": dataset,
-                "sha256": file_sha256(path),
-                "rows": len(data.levels),
-                "series": series.to_dict(),
-                "batch_size": batch_size,
-            },
-            "train": train.to_dict(),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-    log.info(
-        "training %s forecaster on %s: %d parameters",
-        task.cell,
-        path,
-        sum(p.numel() for p in task.parameters()),
-    )
-    best = BestWeights(run)
-    trainer = Trainer(
-        task, train, train_batches, val_batches, run=run, callbacks=[*callbacks, best]
-    )
-    return _finish(trainer.fit(), task, data, run, best, season=season, ar=ar)
-
-
-def _finish(result, task, data, run, best, *, season, ar) -> tuple[TrainResult, RunDir, dict]:
-    """Best weights into ``model.safetensors``, then ``report.json`` and ``forecast.png``."""
-    if best.state is not None:
-        task.load_state_dict(best.state)
-        run.save_weights(task.state_dict())
-    report = forecast_report(task, data, "test", season=season, ar=ar)
-    report["best_step"] = best.step
-    atomic_write_json(run / REPORT_FILE, report)
-    plot_forecasts(run / PLOT_FILE, task, data, report["span"], season=season, ar=ar)
-    return result, run, report
+    return done.result, done.run, done.report
 
 
 def resume_forecaster(
-    run_path: str | os.PathLike,
-    *,
-    limits: dict | None = None,
-    callbacks: Sequence[Callback] = (),
+    run_path: str | os.PathLike, *, limits: dict | None = None, callbacks: Sequence[Callback] = ()
 ) -> tuple[TrainResult, RunDir, dict]:
-    """Continue a forecasting run from its ``trainer_state/`` (``limits``: steps/epochs/time).
-
-    The data is read again from the recorded source and must be unchanged (same SHA-256); the
-    run ends as :func:`train_forecaster` does (best weights, report, plot).
-    """
-    run = RunDir.for_resume(run_path)
-    config = run.read_config()
-    if config.get("task") != Forecaster.name:
-        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a forecast run")
-    try:
-        train = TrainConfig.from_dict(config["train"])
-        if limits:
-            train = train.replace(**limits)
-        batch_size = config["data"]["batch_size"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{run.config_path} is not a valid forecast config ({exc})"
-        ) from None
-    fr = load_forecast_run_config(run, config)
-    task, data = fr.model, fr.data
-    task.train()
-    train_batches = span_batches(data, "train", batch_size, shuffle=True, seed=train.seed)
-    val_batches = (
-        span_batches(data, "val", 1024, shuffle=False) if data.config.val_fraction > 0 else None
-    )
-    best = BestWeights(run)
-    trainer = Trainer(
-        task, train, train_batches, val_batches, run=run, callbacks=[*callbacks, best]
-    )
-    result = trainer.fit(resume=True)
-    return _finish(result, task, data, run, best, season=fr.season, ar=fr.ar)
-
-
-def check_season(data: ForecastData, season: int | None) -> None:
-    """Refuse a season the seasonal-naive baseline cannot use on the test span."""
-    if season is None:
-        return
-    if isinstance(season, bool) or not isinstance(season, int) or season < 1:
-        raise InvalidInputError(f"--season must be a positive integer; got {season!r}")
-    first = min(
-        int(data.origins(s)[0])
-        for s in data.spans
-        if s != "train" and data.spans[s][1] > data.spans[s][0]
-    )
-    if first + 1 - season < 0:
-        raise InvalidInputError(
-            f"--season {season} is longer than the history before the first evaluated origin "
-            f"(row {first}); use a shorter season or a longer series"
-        )
-
-
-@dataclass
-class ForecastRun:
-    """A trained forecasting run: model (eval mode), its data, baselines and config."""
-
-    path: Path
-    model: Forecaster
-    data: ForecastData
-    ar: LinearAR
-    season: int | None
-    mase_scale: float
-    config: dict
-
-
-def load_forecast_run(
-    run_path: str | os.PathLike, csv: str | os.PathLike | None = None
-) -> ForecastRun:
-    """Load a run and its data: the CSV it was trained on (unchanged), or ``csv``.
-
-    With ``csv`` the file is read with the run's settings and scaler, unsplit (``span="all"``).
-
-    Raises:
-        InvalidInputError: not a forecasting run, the training CSV changed or vanished, or the
-            new CSV does not fit the run's settings.
-    """
-    run = RunDir(run_path).check()
-    config = run.read_config()
-    if config.get("task") != Forecaster.name:
-        raise InvalidInputError(f"{run.path} is a {config.get('task')!r} run, not a forecast run")
-    return load_forecast_run_config(run, config, csv)
-
-
-def load_forecast_run_config(
-    run: RunDir, config: dict, csv: str | os.PathLike | None = None
-) -> ForecastRun:
-    """:func:`load_forecast_run` for an already read ``config.json``."""
-    extra = read_json(run / SERIES_FILE)
-    try:
-        d = config["data"]
-        series = SeriesConfig.from_dict(d["series"])
-        scaler = Scaler.from_dict(extra["scaler"])
-        ar = LinearAR.from_dict(extra["ar"])
-        model = Forecaster.from_config(config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{run.path} has an invalid forecast config ({exc})") from None
-    try:
-        model.load_state_dict(run.load_weights())
-    except RuntimeError as exc:
-        raise InvalidInputError(
-            f"{run.model_path} does not match {run.config_path} ({str(exc).splitlines()[0]})"
-        ) from None
-    model.eval()
-    if csv is None:
-        path = resolve_dataset(d["dataset"]).path() if d.get("dataset") else Path(d["csv"])
-        if not path.is_file():
-            raise InvalidInputError(
-                f"the training data {path} is gone; to score another file pass it with --data"
-            )
-        if d.get("sha256") and file_sha256(path) != d["sha256"]:
-            raise InvalidInputError(
-                f"the training data {path} changed since training (SHA-256 differs); "
-                "to score another file pass it with --data"
-            )
-        data = load_series(series, path, scaler=scaler)
-    else:
-        data = load_series(series, csv, scaler=scaler, split=False)
-    return ForecastRun(
-        path=run.path,
-        model=model,
-        data=data,
-        ar=ar,
-        season=extra.get("season"),
-        mase_scale=extra.get("mase_scale") or float("nan"),
-        config=config,
-    )
+    """Continue a forecasting run (:func:`rnnkit.runs.resume_run`); the CSV must be unchanged.
+    Returns ``(train result, run directory, test report)``."""
+    done = resume_run(run_path, limits=limits, callbacks=callbacks, task="forecast")
+    return done.result, done.run, done.report
 
 
 def evaluate_forecast_run(
-    run_path: str | os.PathLike, csv: str | os.PathLike | None = None, span: str | None = None
+    run_path: str | os.PathLike, csv: str | os.PathLike | None = None
 ) -> dict:
-    """:func:`forecast_report` of a run: its test span, or every complete origin of ``csv``."""
-    fr = load_forecast_run(run_path, csv)
-    if span is None:
-        span = "all" if csv is not None else "test"
-    report = forecast_report(
-        fr.model, fr.data, span, season=fr.season, ar=fr.ar, scale=fr.mase_scale
-    )
-    report["data"] = str(csv) if csv is not None else fr.config["data"]["csv"]
-    return report
+    """:func:`forecast_report` of a run: its test span, or every complete origin of ``csv``
+    (:func:`rnnkit.runs.evaluate_run`)."""
+    return evaluate_run(load_run(run_path, task="forecast"), data_file=csv)
 
 
 def forecast_table(
-    run_path: str | os.PathLike, csv: str | os.PathLike, *, every_origin: bool = False
+    loaded: LoadedRun, csv: str | os.PathLike, *, every_origin: bool = False
 ) -> pd.DataFrame:
-    """Forecasts from the last row of ``csv`` (or every row with a full window), as a table.
+    """Forecasts of a trained run (:func:`rnnkit.runs.load_run`) from the last row of ``csv``
+    (or every row with a full window), as a table.
 
     Columns: ``origin`` (date, or 0-based row without a date column), ``h``, ``forecast`` in
     original units, and with ``every_origin`` also ``actual`` (blank where not in the file).
     """
-    fr = load_forecast_run(run_path, csv)
-    data = fr.data
+    data = recent_data(loaded, csv)
     origins = data.forecast_origins() if every_origin else np.array([data.last_origin()])
-    forecast = fr.model.forecast(data, origins)  # [M, H]
+    forecast = loaded.task.forecast(data, origins)  # [M, H]
     H = data.config.horizon
     table = pd.DataFrame(
         {
@@ -648,6 +806,19 @@ def forecast_table(
     if every_origin:
         table["actual"] = data.actuals(origins).reshape(-1)
     return table
+
+
+def plot_recent(loaded: LoadedRun, csv: str | os.PathLike, path: str | os.PathLike) -> None:
+    """PNG of a trained run's forecasts against the actuals of ``csv`` (every complete origin).
+
+    Raises:
+        InvalidInputError: no row of ``csv`` has a full window and known ``T+1 … T+H``.
+    """
+    data = recent_data(loaded, csv)
+    if len(data.origins("all")) == 0:
+        raise InvalidInputError(f"{csv} has no row with a full window and known T+1..T+H to plot")
+    enc: SeriesEncoders = loaded.encoders
+    plot_forecasts(path, loaded.task, data, "all", season=enc.season, ar=enc.ar)
 
 
 def plot_forecasts(
@@ -718,20 +889,26 @@ def plot_forecasts(
 
 __all__ = [
     "CELLS",
+    "SPEC",
     "BestWeights",
-    "ForecastRun",
+    "ForecastSpec",
     "Forecaster",
+    "ForecasterConfig",
+    "SeriesData",
+    "SeriesEncoders",
+    "SeriesPrepared",
     "WindowBatches",
+    "best_step",
     "check_season",
     "evaluate_forecast_run",
     "forecast_report",
     "forecast_table",
-    "load_forecast_run",
-    "plot_forecasts",
-    "resume_forecaster",
-    "source_path",
-    "train_forecaster",
     "format_report",
+    "plot_forecasts",
+    "plot_recent",
+    "recent_data",
+    "resume_forecaster",
     "span_batches",
+    "train_forecaster",
     "verdict",
 ]
