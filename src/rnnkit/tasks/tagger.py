@@ -740,7 +740,9 @@ class TaggerSpec(TaskSpec):
             [encode(s, vocab) for s in corpus.train], data.batch_size, shuffle=True, seed=seed
         )
         val = TaggedBatches([encode(s, vocab) for s in corpus.val], 64) if corpus.val else None
-        log.info("tagging data %s: %d training sentences", corpus.record["source"], len(train))
+        log.info(
+            "tagging data %s: %d training sentences", corpus.record["source"], len(corpus.train)
+        )
         return TagPrepared(
             train=train,
             val=val,
