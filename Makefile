@@ -6,7 +6,7 @@ RNNKIT := $(VENV)/bin/rnnkit
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/main
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test test-gpu bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# The CUDA checks (backends against the CPU reference, autocast training) on a machine with a
+# CUDA torch; no .venv needed.
+test-gpu:
+	PYTHONPATH=src $(PYTHON) -m pytest -m cuda tests
 
 bench: install
 	$(RNNKIT) bench speed

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import keep_field, sigmoid_backward, tanh_backward
+from rnnkit.backends.fused_gru import apply_in_float32, keep_field, sigmoid_backward, tanh_backward
 from rnnkit.cells.base import HiddenState
 
 # In-place activations; each matches rnnkit.cells.elman.NONLINEARITIES value for value.
@@ -94,7 +94,8 @@ def elman_scan(
     bias = cell.bias
     gi = F.linear(x, weights["weight_ih"], weights["bias_ih"] if bias else None)  # (T, B, H)
     keep_h = keep_field(keep, x, cell.hidden_size)
-    hs = ElmanScan.apply(
+    hs = apply_in_float32(
+        ElmanScan,
         gi,
         weights["weight_hh"],
         weights["bias_hh"] if bias else None,

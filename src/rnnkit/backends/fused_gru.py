@@ -86,10 +86,27 @@ def gru_scan(
     gi = F.linear(x, weights["weight_ih"], weights["bias_ih"] if bias else None)  # (T, B, 3H)
     keep_h = keep_field(keep, x, cell.hidden_size)
     function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
-    hs = function.apply(
-        gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h
+    hs = apply_in_float32(
+        function, gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h
     )
     return hs[1:], HiddenState(hs[-1])
+
+
+def apply_in_float32(function: type[torch.autograd.Function], *args):
+    """``function.apply(*args)``, under autocast with autocast off and float32 inputs.
+
+    Mixed precision: the input projection before the recurrence runs in the autocast dtype
+    (most of the FLOPs, one matmul), but the recurrent state, its T-step chain and the gradient
+    accumulation over T steps stay in float32, where bfloat16's 8-bit mantissa would drift.
+    Outputs are float32; autograd casts the input gradients back to the inputs' dtypes.
+    """
+    device_type = next(a.device.type for a in args if isinstance(a, Tensor))
+    if not torch.is_autocast_enabled(device_type):
+        return function.apply(*args)
+    half = (torch.float16, torch.bfloat16)
+    args = tuple(a.float() if isinstance(a, Tensor) and a.dtype in half else a for a in args)
+    with torch.autocast(device_type, enabled=False):
+        return function.apply(*args)
 
 
 def keep_field(keep: Sequence[Tensor | None] | None, x: Tensor, size: int) -> Tensor | None:

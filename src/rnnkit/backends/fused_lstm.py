@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.backends.fused_gru import apply_in_float32
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.lstm import LAYER_NORM_EPS, LSTMCell
 
@@ -113,7 +114,8 @@ def lstm_scan(
         inputs = (xi.view(T, B, G), None, None, None)
         w_hh = rows("weight_hh") * double_g[:, None]
         g_hh = None
-    h, c_last = _LSTMRecurrence.apply(
+    h, c_last = apply_in_float32(  # under autocast: the recurrence in float32
+        _LSTMRecurrence,
         cell.coupled,
         *inputs,
         w_hh,

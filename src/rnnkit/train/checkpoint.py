@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,12 @@ def unflatten_state(structure, tensors: dict[str, torch.Tensor]):
 
 
 # -- RNG --------------------------------------------------------------------------------------
-def capture_rng() -> tuple[dict, dict[str, torch.Tensor]]:
-    """(JSON part, tensor part) of the python, numpy and torch CPU RNG states."""
+def capture_rng(device: torch.device | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(JSON part, tensor part) of the python, numpy and torch CPU RNG states.
+
+    With a CUDA ``device`` the tensor part also holds that device's generator (``rng.cuda``),
+    which draws the dropout masks of a GPU run.
+    """
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()
     json_part = {
@@ -90,7 +95,10 @@ def capture_rng() -> tuple[dict, dict[str, torch.Tensor]]:
             float(np_state[4]),
         ],
     }
-    return json_part, {"rng.torch": torch.get_rng_state()}
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return json_part, tensors
 
 
 def restore_rng(json_part: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -99,6 +107,9 @@ def restore_rng(json_part: dict, tensors: dict[str, torch.Tensor]) -> None:
     name, keys, pos, has_gauss, cached = json_part["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(tensors["rng.torch"])
+    # A GPU run resumed on a GPU continues its CUDA stream; elsewhere there is none to set.
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -160,8 +171,15 @@ def write_checkpoint(
     optimizer: torch.optim.Optimizer,
     carry: Any,
     state: dict,
+    device: torch.device | None = None,
+    ranks: Sequence[tuple[Any, dict, dict[str, torch.Tensor]]] = (),
 ) -> None:
-    """Write ``trainer_state/`` atomically (see module docstring); ``state`` is JSON-able."""
+    """Write ``trainer_state/`` atomically (see module docstring); ``state`` is JSON-able.
+
+    ``carry`` and the RNG states captured here are this process's (rank 0's). Under data
+    parallelism ``ranks`` holds ``(carry, rng_json, rng_tensors)`` of ranks 1, 2, …: their
+    tensors are stored as ``rank<r>.<name>`` and their structure in ``state.json``'s ``ranks``.
+    """
     tmp, final, old = (run_path / f"trainer_state{s}" for s in (".tmp", "", ".old"))
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -170,9 +188,15 @@ def write_checkpoint(
     opt_json, opt_tensors = flatten_optimizer(optimizer)
     save_tensors(tmp / "optimizer.safetensors", opt_tensors)
     tensors: dict[str, torch.Tensor] = {}
-    rng_json, rng_tensors = capture_rng()
+    rng_json, rng_tensors = capture_rng(device)
     tensors.update(rng_tensors)
     carry_json = flatten_state(carry, "carry", tensors)
+    others = []
+    for r, (rank_carry, rank_rng_json, rank_rng_tensors) in enumerate(ranks, start=1):
+        tensors.update({f"rank{r}.{k}": v for k, v in rank_rng_tensors.items()})
+        others.append(
+            {"carry": flatten_state(rank_carry, f"rank{r}.carry", tensors), "rng": rank_rng_json}
+        )
     save_tensors(tmp / "tensors.safetensors", tensors)
     record = {
         "format": FORMAT,
@@ -181,6 +205,8 @@ def write_checkpoint(
         "rng": rng_json,
         "optimizer": opt_json,
     }
+    if others:
+        record["ranks"] = others
     atomic_write_json(tmp / "state.json", record)
     if final.exists():
         if old.exists():
@@ -192,10 +218,11 @@ def write_checkpoint(
 
 
 def read_checkpoint(run_path: Path) -> dict:
-    """Load a checkpoint: ``{"state", "model", "optimizer_json", "optimizer", "carry"}``.
+    """Load a checkpoint: ``{"state", "model", "optimizer", "tensors", "carry", "ranks"}``.
 
     RNG states are returned in ``state["rng"]`` / ``tensors`` and restored by the caller with
-    :func:`restore_rng` at the moment training continues.
+    :func:`restore_rng` at the moment training continues. ``ranks`` lists, for ranks 1, 2, …
+    of a data-parallel run, ``{"carry", "rng", "tensors"}`` (its RNG tensors without prefix).
     """
     folder = find_checkpoint(run_path)
     if folder is None:
@@ -215,4 +242,16 @@ def read_checkpoint(run_path: Path) -> dict:
         "optimizer": load_tensors(folder / "optimizer.safetensors"),
         "tensors": tensors,
         "carry": unflatten_state(state["carry"], tensors),
+        "ranks": [
+            {
+                "carry": unflatten_state(part["carry"], tensors),
+                "rng": part["rng"],
+                "tensors": {
+                    k.split(".", 1)[1]: v
+                    for k, v in tensors.items()
+                    if k.startswith(f"rank{r}.rng.")
+                },
+            }
+            for r, part in enumerate(state.get("ranks", []), start=1)
+        ],
     }

@@ -74,9 +74,16 @@ class Task(nn.Module):
     def step(self, batch, state=None) -> StepOutput:
         raise NotImplementedError
 
-    @torch.no_grad()
     def evaluate(self, batches: Iterable, *, max_batches: int | None = None) -> dict[str, float]:
         """Metrics over ``batches`` in eval mode, carrying state from batch to batch."""
+        return self.summarize(*self.evaluate_sums(batches, max_batches=max_batches))
+
+    @torch.no_grad()
+    def evaluate_sums(
+        self, batches: Iterable, *, max_batches: int | None = None
+    ) -> tuple[float, int, dict[str, float]]:
+        """``(loss_sum, count, stats)`` over ``batches`` in eval mode: additive, so sums from
+        shards of the data (data-parallel ranks) add up to the sums over all of it."""
         was_training = self.training
         self.eval()
         loss_sum, count, stats, state = 0.0, 0, {}, None
@@ -93,7 +100,7 @@ class Task(nn.Module):
                     stats[key] = stats.get(key, 0.0) + float(value)
         finally:
             self.train(was_training)
-        return self.summarize(loss_sum, count, stats)
+        return loss_sum, count, stats
 
     def summarize(self, loss_sum: float, count: int, stats: dict[str, float]) -> dict[str, float]:
         """Metrics from evaluation sums; the default is the mean loss plus stats per item."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -13,10 +14,13 @@ from typing import Any
 
 import torch
 
+from rnnkit import distributed
+from rnnkit.devices import check_precision, resolve_device, to_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, append_jsonl, read_jsonl, save_tensors, write_jsonl
 from rnnkit.train.callbacks import Callback, StepInfo
 from rnnkit.train.checkpoint import (
+    capture_rng,
     detach_state,
     load_optimizer,
     read_checkpoint,
@@ -84,6 +88,19 @@ def _batches(source, epoch: int, start: int):
     return it
 
 
+def _to_float32(state):
+    """A carried state with its half-precision tensors in float32 (autocast leaves some so)."""
+    if isinstance(state, torch.Tensor):
+        return state.float() if state.dtype in (torch.float16, torch.bfloat16) else state
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_to_float32(s) for s in state))
+    if isinstance(state, list | tuple):
+        return type(state)(_to_float32(s) for s in state)
+    if isinstance(state, dict):
+        return {k: _to_float32(v) for k, v in state.items()}
+    return state
+
+
 class Trainer:
     """Train a :class:`rnnkit.tasks.base.Task` on batches; checkpoints into a run directory.
 
@@ -95,7 +112,22 @@ class Trainer:
         val: batches for evaluation (same forms), or None (metrics then use the training loss).
         run: run directory to write ``model.safetensors``, ``metrics.jsonl`` and
             ``trainer_state/`` into (None: nothing is written).
-        callbacks: :class:`Callback` objects.
+        callbacks: :class:`Callback` objects (under data parallelism they run on rank 0 only;
+            a stop they request is applied on every rank).
+        device: ``cpu`` (default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA if
+            available); the task is moved there, and so is every batch and the carried state.
+            Weights and checkpoints are saved on the CPU, so a run resumes on another device.
+        precision: ``32`` (default), ``bf16`` (autocast to bfloat16, CPU or GPU) or ``16``
+            (autocast to float16 with a gradient scaler checkpointed with the run; GPU only).
+            Device and precision are not part of :class:`TrainConfig`: they change how a
+            trajectory is computed, not which one; checkpoints record them for information.
+
+    Data parallelism: when the process was started by ``torchrun`` (``WORLD_SIZE`` > 1) or a
+    process group is initialised, the trainer joins it (:func:`rnnkit.distributed.init`), keeps
+    its rows of every global batch, normalises the loss by the global count of scored items and
+    sums gradients over ranks, aggregates evaluation over ranks, and lets rank 0 alone write the
+    run (see :mod:`rnnkit.distributed`). With CUDA, ``device`` ``auto``/``cuda`` means
+    ``cuda:LOCAL_RANK``.
 
     Example::
 
@@ -121,15 +153,37 @@ class Trainer:
         *,
         run: RunDir | None = None,
         callbacks: Sequence[Callback] = (),
+        device: str | torch.device = "cpu",
+        precision: str = "32",
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        self.task = task
+        self.device = resolve_device(device)
+        self.precision = str(precision)
+        self.autocast_dtype = check_precision(self.precision, self.device)
+        if distributed.launched_by_torchrun():
+            distributed.init(self.device)
+        self.world_size = distributed.world_size()
+        self.rank = distributed.rank()
+        self.is_main = self.rank == 0
+        if self.world_size > 1 and self.device.type == "cuda" and str(device) in ("auto", "cuda"):
+            self.device = torch.device("cuda", distributed.local_rank())
+        self.task = task.to(self.device) if self.device.type != "cpu" else task
         self.config = config
         self.train_data = train
         self.val_data = val
+        if self.world_size > 1:
+            self.train_data = distributed.ShardedBatches(train, self.rank, self.world_size)
+            if val is not None:
+                self.val_data = distributed.ShardedBatches(
+                    val, self.rank, self.world_size, skip_small=True
+                )
         self.run = run
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) if self.is_main else []
+        # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range.
+        self.scaler = (
+            torch.amp.GradScaler(self.device.type) if self.autocast_dtype is torch.float16 else None
+        )
         self.params = [p for p in task.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the task has no trainable parameters")
@@ -159,10 +213,10 @@ class Trainer:
         self._pending.update(fields)
 
     def write_metrics(self, record: dict) -> None:
-        """Write one metrics line now (``step`` is added if missing)."""
+        """Write one metrics line now (``step`` is added if missing; rank 0 writes)."""
         record = {"step": self.step, **record}
         self.history.append(record)
-        if self.run is not None:
+        if self.run is not None and self.is_main:
             append_jsonl(self.run.metrics_path, record)
 
     def request_stop(self, reason: str = "callback") -> None:
@@ -190,13 +244,46 @@ class Trainer:
             p = max(p, self.elapsed / c.time_budget)
         return min(p, 1.0)
 
+    def autocast(self):
+        """The autocast context of the trainer's precision (a no-op for ``32``)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _on_device(self, batches):
+        if self.device.type == "cpu":
+            return batches
+        return (to_device(b, self.device) for b in batches)
+
     def evaluate(self) -> dict[str, float]:
-        """Task metrics on the validation batches (empty dict without validation data)."""
+        """Task metrics on the validation batches (empty dict without validation data).
+
+        Under data parallelism every rank scores its rows and the sums are added over ranks
+        before ``summarize``, which equals one process scoring everything.
+        """
         if self.val_data is None:
             return {}
-        return self.task.evaluate(
-            _batches(self.val_data, 0, 0), max_batches=self.config.eval_batches
-        )
+        limit = self.config.eval_batches
+        overridden = type(self.task).evaluate is not Task.evaluate
+        with self.autocast():
+            if overridden:  # a task with its own evaluation: every rank scores all the data
+                source = getattr(self.val_data, "source", self.val_data)
+                return self.task.evaluate(
+                    self._on_device(_batches(source, 0, 0)), max_batches=limit
+                )
+            sums = self.task.evaluate_sums(
+                self._on_device(_batches(self.val_data, 0, 0)), max_batches=limit
+            )
+        if self.world_size > 1:
+            parts = distributed.all_gather_object(sums)
+            loss_sum, count, stats = 0.0, 0, {}
+            for part_loss, part_count, part_stats in parts:
+                loss_sum += part_loss
+                count += part_count
+                for key, value in part_stats.items():
+                    stats[key] = stats.get(key, 0.0) + value
+            sums = (loss_sum, count, stats)
+        return self.task.summarize(*sums)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -214,7 +301,12 @@ class Trainer:
                 raise ValueError("resume=True needs a run directory")
             self._load_checkpoint()
         else:
+            # Every rank draws from the same seed (as fairseq does): data order comes from
+            # seeded generators, so the ranks agree on the global batches.
             seed_everything(self.config.seed)
+            if self.world_size > 1:  # every rank starts from rank 0's weights
+                for tensor in [*self.task.parameters(), *self.task.buffers()]:
+                    torch.distributed.broadcast(tensor.data, src=0)
         for cb in self.callbacks:
             cb.on_train_start(self)
         if not resume and self.run is not None:
@@ -232,7 +324,25 @@ class Trainer:
                 cb.on_train_end(self, result or self._result("error"))
         return result
 
+    _REASONS = ("", "steps", "epochs", "time_budget", "early_stopping", "interrupted", "callback")
+
     def _limit_reached(self) -> str | None:
+        reason = self._local_limit()
+        if self.world_size == 1:
+            return reason
+        # The ranks must stop at the same step (a time budget or a callback on rank 0 decides
+        # for all): the most urgent reason of any rank wins.
+        code = self._REASONS.index(reason) if reason in self._REASONS else len(self._REASONS)
+        flag = torch.tensor([code], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        code = int(flag.item())
+        if code == 0:
+            return None
+        if code == len(self._REASONS):
+            return reason or "callback"
+        return self._REASONS[code]
+
+    def _local_limit(self) -> str | None:
         c = self.config
         if self._stop_reason is not None:
             return self._stop_reason
@@ -286,11 +396,38 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
-        out: StepOutput = self.task.step(batch, self.carry)
-        loss = out.loss.item()
+        if self.device.type != "cpu":
+            batch = to_device(batch, self.device)
+        with self.autocast():
+            out: StepOutput = self.task.step(batch, self.carry)
+        objective = out.loss
+        count = out.count
+        tokens = out.tokens if out.tokens is not None else out.count
+        if self.world_size > 1:
+            # The global mean loss is sum_r n_r L_r / N: rank r back-propagates n_r L_r / N and
+            # the gradients are summed over ranks below.
+            totals = torch.tensor(
+                [float(count), float(out.loss.detach()) * count, float(tokens)],
+                dtype=torch.float64,
+                device=self.device,
+            )
+            torch.distributed.all_reduce(totals)
+            global_count, loss_sum, global_tokens = totals.tolist()
+            loss = loss_sum / global_count if global_count else 0.0
+            objective = out.loss * (count / global_count if global_count else 0.0)
+            count, tokens = int(global_count), int(global_tokens)
+        else:
+            loss = out.loss.item()
         if not math.isfinite(loss):
             self._diverged(f"loss is {loss}")
-        out.loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+        else:
+            objective.backward()
+        if self.world_size > 1:
+            self._all_reduce_gradients()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip and report the true gradients
         grads = [p.grad for p in self.params if p.grad is not None]
         total_norm = torch.nn.utils.get_total_norm(grads)
         info = StepInfo(
@@ -300,11 +437,12 @@ class Trainer:
             loss=loss,
             grad_norm=float(total_norm),
             lr=self.lr,
-            count=out.count,
-            tokens=out.tokens if out.tokens is not None else out.count,
+            count=count,
+            tokens=tokens,
             output=out,
         )
-        if not math.isfinite(info.grad_norm):
+        # fp16: an overflow is the scaler's business (it skips the update and lowers the scale).
+        if not math.isfinite(info.grad_norm) and self.scaler is None:
             self._diverged(f"gradient norm is {info.grad_norm} (loss {loss:.4g})")
         for cb in self.callbacks:
             cb.on_after_backward(self, info)
@@ -312,21 +450,52 @@ class Trainer:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.config.clip_norm, total_norm)
         if self.config.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.params, self.config.clip_value)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         # Truncated BPTT: the next window starts from this state, but gradients stop here.
         self.carry = detach_state(out.state)
+        if self.autocast_dtype is not None:  # the carried state stays in float32
+            self.carry = _to_float32(self.carry)
         self.step += 1
         self.batch_index += 1
         dt = time.perf_counter() - t0
         self.train_time += dt
         self.tokens_seen += info.tokens
         w = self._window
-        w["loss_sum"] += loss * out.count
-        w["count"] += out.count
+        w["loss_sum"] += loss * count
+        w["count"] += count
         w["tokens"] += info.tokens
         w["train_time"] += dt
         for cb in self.callbacks:
             cb.on_step_end(self, info)
+
+    def _all_reduce_gradients(self) -> None:
+        """Sum every parameter's gradient over ranks (one flat buffer per dtype).
+
+        A parameter keeps ``grad = None`` only if it has no gradient on any rank, as in one
+        process, so optimisers that skip such parameters behave the same.
+        """
+        has = torch.tensor(
+            [p.grad is not None for p in self.params], dtype=torch.float32, device=self.device
+        )
+        torch.distributed.all_reduce(has)
+        for p, flag in zip(self.params, has.tolist()):
+            if flag and p.grad is None:
+                p.grad = torch.zeros_like(p)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for p in self.params:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        for grads in by_dtype.values():
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
 
     def _diverged(self, what: str) -> None:
         kept = (
@@ -384,14 +553,29 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write ``trainer_state/`` then ``model.safetensors`` (both atomically)."""
+        """Write ``trainer_state/`` then ``model.safetensors`` (both atomically).
+
+        Under data parallelism every rank sends its carried state and RNG states to rank 0,
+        which alone writes.
+        """
         if self.run is None:
             return
+        ranks = ()
+        if self.world_size > 1:
+            rng_json, rng_tensors = capture_rng(self.device)
+            part = (to_device(self.carry, "cpu"), rng_json, rng_tensors)
+            parts = distributed.gather_object(part)
+            if not self.is_main:
+                self.last_checkpoint_step = self.step
+                return
+            ranks = parts[1:]
         write_checkpoint(
             self.run.path,
             model=self.task,
             optimizer=self.optimizer,
             carry=self.carry,
+            device=self.device,
+            ranks=ranks,
             state={
                 "step": self.step,
                 "epoch": self.epoch,
@@ -406,6 +590,10 @@ class Trainer:
                 "window": self._window,
                 "schedule": self.schedule.state_dict(),
                 "config": self.config.to_dict(),
+                "device": str(self.device),
+                "precision": self.precision,
+                "world_size": self.world_size,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             },
         )
         save_tensors(self.run.model_path, self.task.state_dict())
@@ -416,6 +604,13 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         ckpt = read_checkpoint(self.run.path)
         s = ckpt["state"]
+        saved_world = s.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise InvalidInputError(
+                f"{self.run.path} was trained by {saved_world} process(es) and is resumed by "
+                f"{self.world_size}; resume with --nproc {saved_world} (torchrun "
+                f"--nproc-per-node {saved_world}) so every rank finds its carried state"
+            )
         try:
             self.task.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -431,13 +626,20 @@ class Trainer:
         self.best_loss = math.inf if s["best_loss"] is None else s["best_loss"]
         self.bad_evals, self.last_eval_step = s["bad_evals"], s["last_eval_step"]
         self.lr, self._window = s["lr"], dict(s["window"])
-        self.carry = ckpt["carry"]
+        if self.scaler is not None and "scaler" in s:
+            self.scaler.load_state_dict(s["scaler"])
+        if self.rank == 0:
+            carry, rng_json, rng_tensors = ckpt["carry"], s["rng"], ckpt["tensors"]
+        else:
+            part = ckpt["ranks"][self.rank - 1]
+            carry, rng_json, rng_tensors = part["carry"], part["rng"], part["tensors"]
+        self.carry = carry if self.device.type == "cpu" else to_device(carry, self.device)
         self.last_checkpoint_step = self.step
-        restore_rng(s["rng"], ckpt["tensors"])
+        restore_rng(rng_json, rng_tensors)
         # Metrics lines written after this checkpoint belong to the lost part of the run.
         records = read_jsonl(self.run.metrics_path)
         kept = [r for r in records if r.get("step", 0) <= self.step]
-        if self.run.metrics_path.exists():  # also drops a line torn by a kill
+        if self.run.metrics_path.exists() and self.is_main:  # also drops a line torn by a kill
             write_jsonl(self.run.metrics_path, kept)
         self.history = kept
         log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch, self.batch_index)
