@@ -1,16 +1,21 @@
-"""Option groups and argument checks shared by the ``rnnkit train <task>`` commands.
+"""Flags, checks and the shared command tail of the ``rnnkit train <task>`` commands.
 
-Each ``add_*`` function adds one group of flags to an argparse parser or argument group;
-per-task defaults and help wording are arguments, so every command keeps its own. The
-``*_from_args`` functions turn the parsed flags into library objects, and the ``check_*``
-functions raise :class:`~rnnkit.cli.main.UsageError` (``error: <msg>``, exit 2) naming the flag.
+A command's flags are generated from the task's config dataclasses (:func:`add_config_flags`:
+type, default and help from each field, so a default lives once), the training flags from
+:class:`rnnkit.train.TrainConfig` with the task's defaults (:func:`add_train_flags`), and every
+command ends with the same tail (:func:`add_command_tail`: ``--out --force --resume --seed
+--threads --progress --json``) and the same run (:func:`run_training`, over :mod:`rnnkit.runs`).
+The ``check_*`` functions raise :class:`~rnnkit.cli.main.UsageError` (``error: <msg>``, exit 2)
+naming the flag.
 
-Example::
+Example (what ``rnnkit train lm`` does)::
 
-    opt = parser.add_argument_group("optimisation")
-    add_optimisation_options(opt, lr=2e-3, clip_norm=1.0)
+    add_config_flags(parser.add_argument_group("data"), TextData)
+    add_train_flags(parser.add_argument_group("optimisation"), defaults=LM_DEFAULTS)
+    add_limit_flags(parser.add_argument_group("length of training"))
+    add_command_tail(parser.add_argument_group("run"), "lm")
     ...
-    config = train_config_from_args(args, default_limits={"epochs": 10})
+    return run_training(args, "lm", lambda: (config_from_args(TextData, args), ...))
 """
 
 from __future__ import annotations
@@ -96,92 +101,6 @@ def add_layer_options(group, names=LAYER_OPTIONS, help: dict | None = None) -> N
         group.add_argument(flag(name), **kwargs)
 
 
-def add_optimisation_options(
-    group,
-    *,
-    lr: float,
-    clip_norm: float,
-    schedule: str = "cosine",
-    optimizer: bool = True,
-    warmup: bool = True,
-) -> None:
-    """--optimizer, --lr, --weight-decay, --clip-norm, --schedule, --warmup-steps.
-
-    ``optimizer=False`` / ``warmup=False`` leave those flags out (the TrainConfig default holds).
-    """
-    if optimizer:
-        group.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    group.add_argument(
-        "--lr", type=float, default=lr, help=f"peak learning rate (default {_lr_text(lr)})"
-    )
-    group.add_argument("--weight-decay", type=float, default=0.0)
-    group.add_argument(
-        "--clip-norm",
-        type=float,
-        default=clip_norm,
-        help=f"clip the global gradient norm (default {clip_norm:g}; 0 turns it off)",
-    )
-    group.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default=schedule,
-        help=f"learning-rate schedule (default {schedule})",
-    )
-    if warmup:
-        group.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
-
-
-def add_stopping_options(
-    group,
-    *,
-    what: str,
-    eval_help: str,
-    eval_every: int | None = None,
-    steps_help: str = "optimiser steps",
-    early_help: str = "stop after this many validations without improvement",
-) -> None:
-    """--time-budget, --epochs (help ``what``), --steps, --eval-every, --early-stopping."""
-    group.add_argument("--time-budget", type=float, metavar="SECONDS", help="wall-clock seconds")
-    group.add_argument("--epochs", type=int, help=what)
-    group.add_argument("--steps", type=int, help=steps_help)
-    group.add_argument("--eval-every", type=int, default=eval_every, help=eval_help)
-    group.add_argument("--early-stopping", type=int, metavar="EVALS", help=early_help)
-
-
-def add_run_options(
-    group,
-    *,
-    default_out: str,
-    resume: bool = False,
-    seed_help: str = "random seed (default 0)",
-    threads_help: str | None = None,
-    json_help: str | None = None,
-) -> None:
-    """--out, --force, [--resume], --seed, [--threads (default 1)], --progress, [--json].
-
-    ``threads_help`` / ``json_help`` add those flags with that help.
-    """
-    group.add_argument("--out", default=default_out, help=f"run directory (default {default_out})")
-    group.add_argument("--force", action="store_true", help="replace an existing run at --out")
-    if resume:
-        group.add_argument(
-            "--resume",
-            metavar="RUN_DIR",
-            help="continue this run from its last checkpoint (limits may be raised)",
-        )
-    group.add_argument("--seed", type=int, default=0, help=seed_help)
-    if threads_help is not None:
-        group.add_argument("--threads", type=int, default=1, help=threads_help)
-    group.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="progress bar on stderr (default on)",
-    )
-    if json_help is not None:
-        group.add_argument("--json", action="store_true", help=json_help)
-
-
 def check_positive(args, *flags: str) -> None:
     """Each given flag must be None or a finite number > 0."""
     for name in flags:
@@ -261,38 +180,6 @@ def limits_from_args(args, defaults: dict | None = None) -> dict:
     return limits
 
 
-def train_config_from_args(args, default_limits: dict):
-    """A :class:`rnnkit.train.TrainConfig` from the optimisation, stopping and run flags.
-
-    ``--clip-norm 0`` turns clipping off; no ``--eval-every`` means no evaluation on a step
-    count (the command evaluates per epoch instead). Flags a command lacks (``--optimizer``,
-    ``--warmup-steps``) keep the TrainConfig default. A rejected value is a UsageError.
-    """
-    from rnnkit.train import TrainConfig
-
-    extra = {k: getattr(args, k) for k in ("optimizer", "warmup_steps") if hasattr(args, k)}
-    try:
-        return TrainConfig(
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm or None,
-            schedule=args.schedule,
-            eval_every=args.eval_every or 10**9,
-            early_stopping=args.early_stopping,
-            seed=args.seed,
-            **extra,
-            **limits_from_args(args, default_limits),
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def __getattr__(name: str):
-    if name == "CELLS":  # the registered families, as of now
-        return cell_names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # -- flags generated from config dataclasses ---------------------------------------------------
 # Help of the TrainConfig fields that commands expose (the dataclass documents them in full).
 TRAIN_HELP = {
@@ -328,7 +215,7 @@ def _field_kind(annotation) -> type | None:
 def _default_text(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
-    if isinstance(value, float) and value and (abs(value) < 1e-2 or abs(value) >= 1e5):
+    if isinstance(value, float) and value and (abs(value) <= 1e-2 or abs(value) >= 1e5):
         return _lr_text(value)
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
