@@ -199,6 +199,17 @@ TRAIN_HELP = {
 }
 TRAIN_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 TRAIN_FLAGS = tuple(TRAIN_HELP)
+# The optimisation flags of the commands that do not expose the schedule's fine settings.
+BASIC_TRAIN_FLAGS = (
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "clip_norm",
+    "schedule",
+    "warmup_steps",
+    "eval_every",
+    "early_stopping",
+)
 
 
 def _field_kind(annotation) -> type | None:
@@ -283,10 +294,15 @@ def config_from_args(cls, args, names=None, **fixed):
         raise UsageError(str(exc)) from None
 
 
-def add_train_flags(group, names=TRAIN_FLAGS, *, defaults: dict | None = None) -> None:
-    """Flags of :class:`rnnkit.train.TrainConfig` fields ``names`` (task ``defaults``)."""
+def add_train_flags(group, names=TRAIN_FLAGS, *, defaults=None) -> None:
+    """Flags of :class:`rnnkit.train.TrainConfig` fields ``names``; ``defaults`` is the task's
+    default TrainConfig (or a dict of field values)."""
+    import dataclasses
+
     from rnnkit.train import TrainConfig
 
+    if dataclasses.is_dataclass(defaults):
+        defaults = {n: getattr(defaults, n) for n in names}
     add_config_flags(
         group, TrainConfig, names, defaults=defaults, help=TRAIN_HELP, choices=TRAIN_CHOICES
     )

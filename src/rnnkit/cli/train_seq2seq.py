@@ -6,6 +6,7 @@ import argparse
 
 from rnnkit.cli.main import UsageError
 from rnnkit.cli.options import (
+    BASIC_TRAIN_FLAGS,
     add_command_tail,
     add_config_flags,
     add_layer_options,
@@ -21,16 +22,6 @@ from rnnkit.cli.options import (
     train_config,
 )
 
-TRAIN_FLAGS = (
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "clip_norm",
-    "schedule",
-    "warmup_steps",
-    "eval_every",
-    "early_stopping",
-)
 ENCODER_OPTIONS = ("backend", "init")
 
 
@@ -77,8 +68,8 @@ def register(subparsers) -> None:
     default = SPEC.default_train()
     add_train_flags(
         parser.add_argument_group("optimisation"),
-        TRAIN_FLAGS,
-        defaults={n: getattr(default, n) for n in TRAIN_FLAGS},
+        BASIC_TRAIN_FLAGS,
+        defaults=default,
     )
     add_limit_flags(
         parser.add_argument_group("length of training"),
@@ -134,6 +125,6 @@ def run(args) -> int:
         data = config_from_args(PairData, args)
         encoder_options = layer_options_from_args(args, ENCODER_OPTIONS)
         model = config_from_args(Seq2SeqConfig, args, encoder_options=encoder_options)
-        return data, model, train_config(args, SPEC.default_train(), TRAIN_FLAGS)
+        return data, model, train_config(args, SPEC.default_train(), BASIC_TRAIN_FLAGS)
 
     return run_training(args, "seq2seq", make_run)

@@ -6,6 +6,7 @@ import argparse
 
 from rnnkit.cli.main import UsageError
 from rnnkit.cli.options import (
+    BASIC_TRAIN_FLAGS,
     add_command_tail,
     add_config_flags,
     add_layer_options,
@@ -23,16 +24,6 @@ from rnnkit.cli.options import (
 )
 
 # Optimisation flags of this command (TrainConfig fields; defaults from the spec).
-TRAIN_FLAGS = (
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "clip_norm",
-    "schedule",
-    "warmup_steps",
-    "eval_every",
-    "early_stopping",
-)
 LAYER_FLAGS = ("backend", "init")
 
 
@@ -76,9 +67,7 @@ def register(subparsers) -> None:
     )
     add_layer_options(model, LAYER_FLAGS, help={"init": "initialiser name: rnnkit, torch, ..."})
     optimisation = parser.add_argument_group("optimisation")
-    add_train_flags(
-        optimisation, TRAIN_FLAGS, defaults={n: getattr(default, n) for n in TRAIN_FLAGS}
-    )
+    add_train_flags(optimisation, BASIC_TRAIN_FLAGS, defaults=default)
     add_limit_flags(
         parser.add_argument_group("length of training and evaluation"),
         epochs_help="passes over the training sentences",
@@ -126,6 +115,6 @@ def run(args) -> int:
             char_hidden_size=args.char_hidden_size if args.char_features else 0,
             layer_options=layer_options_from_args(args, LAYER_FLAGS),
         )
-        return data, model, train_config(args, SPEC.default_train(), TRAIN_FLAGS)
+        return data, model, train_config(args, SPEC.default_train(), BASIC_TRAIN_FLAGS)
 
     return run_training(args, "tag", make_run)
