@@ -332,7 +332,12 @@ class Trainer:
             return reason
         # The ranks must stop at the same step (a time budget or a callback on rank 0 decides
         # for all): the most urgent reason of any rank wins.
-        code = self._REASONS.index(reason) if reason in self._REASONS else len(self._REASONS)
+        if reason is None:
+            code = 0
+        elif reason in self._REASONS:
+            code = self._REASONS.index(reason)
+        else:  # a callback's own reason (rank 0): the others stop as "callback"
+            code = len(self._REASONS)
         flag = torch.tensor([code], device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         code = int(flag.item())
