@@ -129,3 +129,73 @@ def test_train_json_prints_one_object(tmp_path, capsys):
     assert len(lines) == 1
     summary = json.loads(lines[0])
     assert summary["task"] == "lm" and summary["steps"] == 2 and summary["test"]["loss"] > 0
+
+
+# -- SIGKILL and --resume, every task, through the command line ---------------------------------
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+from rnnkit.train import trainer
+
+save = trainer.Trainer.save_checkpoint
+
+
+def save_then_die(self):
+    save(self)
+    if self.step >= int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no handler, no cleanup: like a machine dying
+
+
+trainer.Trainer.save_checkpoint = save_then_die
+from rnnkit.cli.main import main
+
+main(sys.argv[2:])
+"""
+
+
+def _task_argv(task: str) -> list[str]:
+    """A tiny run of each task on fixture data, 12 steps, a checkpoint every 4, dropout on."""
+    common = ["--steps", "12", "--eval-every", "4", "--no-progress", "--hidden-size", "8"]
+    common += ["--threads", "1"]  # the same float reductions in the child as here
+    data = {
+        "lm": ["--text", str(TEXT), "--embedding-size", "4", "--num-layers", "2", "--bptt", "10",
+               "--batch-size", "2", "--dropout", "0.2"],
+        "tag": ["--data", str(FIXTURES / "tag" / "train.txt"), "--embedding-size", "8",
+                "--char-hidden-size", "4", "--batch-size", "8", "--dropout", "0.2"],
+        "seq2seq": ["--pairs", str(FIXTURES / "seq2seq" / "dates.tsv"), "--embedding-size", "6",
+                    "--batch-size", "16", "--dropout", "0.2", "--scheduled-sampling", "0.3"],
+        "classify": ["--csv", str(FIXTURES / "classify" / "text" / "reviews.csv"),
+                     "--text-column", "review", "--label-column", "sentiment",
+                     "--embedding-size", "8", "--batch-size", "4"],
+        "forecast": ["--csv", str(FIXTURES / "forecast" / "sales.csv"), "--target", "sales",
+                     "--date-column", "week", "--window", "6", "--horizon", "2", "--season", "12",
+                     "--batch-size", "8"],
+    }[task]  # fmt: skip
+    return ["train", task, *common, *data]
+
+
+def _same_tensors(a: Path, b: Path) -> None:
+    for name in ("model.safetensors", "trainer_state/model.safetensors",
+                 "trainer_state/optimizer.safetensors"):  # fmt: skip
+        x, y = load_tensors(a / name), load_tensors(b / name)
+        assert x.keys() == y.keys()
+        for key in x:
+            assert torch.equal(x[key], y[key]), f"{name}:{key} differs"
+
+
+@pytest.mark.parametrize("task", ["lm", "tag", "seq2seq", "classify", "forecast"])
+def test_sigkill_then_resume_is_bit_identical(task, tmp_path):
+    import subprocess
+    import sys
+
+    argv = _task_argv(task)
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT, "5", *argv, "--out", str(tmp_path / "run")],
+        capture_output=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert main(["train", task, "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
+    _same_tensors(tmp_path / "run", tmp_path / "whole")
+    whole = json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
+    assert json.loads((tmp_path / "run" / "test_metrics.json").read_text()) == whole
