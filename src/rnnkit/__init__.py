@@ -8,7 +8,7 @@ backends, plus training, tasks and gradient-flow diagnostics.
 __version__ = "0.1.0"
 
 from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell, LSTMState  # noqa: E402
-from rnnkit.layers import GRU, IRNN, LSTM, RNN, make_layer  # noqa: E402
+from rnnkit.layers import GRU, IRNN, LSTM, RNN, MinGRU, MinLSTM, make_layer  # noqa: E402
 
 __all__ = [
     "GRU",
@@ -20,6 +20,8 @@ __all__ = [
     "HiddenState",
     "LSTMCell",
     "LSTMState",
+    "MinGRU",
+    "MinLSTM",
     "__version__",
     "make_layer",
 ]

@@ -4,6 +4,7 @@ from rnnkit.cells.base import HiddenState, LSTMState, RecurrentCell
 from rnnkit.cells.elman import NONLINEARITIES, ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
+from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
 
 __all__ = [
     "NONLINEARITIES",
@@ -12,5 +13,7 @@ __all__ = [
     "HiddenState",
     "LSTMCell",
     "LSTMState",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RecurrentCell",
 ]

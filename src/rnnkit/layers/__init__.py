@@ -1,9 +1,10 @@
 """Drop-in recurrent layers over any cell; see :mod:`rnnkit.layers.recurrent`.
 
-Cell families by name (``lstm``, ``gru``, ``rnn``, ``irnn`` and any registered later):
-:mod:`rnnkit.layers.registry`.
+Cell families by name (``lstm``, ``gru``, ``rnn``, ``irnn``, ``mingru``, ``minlstm`` and any
+registered later): :mod:`rnnkit.layers.registry`. minGRU, minLSTM: :mod:`rnnkit.layers.modern`.
 """
 
+from rnnkit.layers.modern import MinGRU, MinLSTM  # registers mingru, minlstm
 from rnnkit.layers.recurrent import GRU, IRNN, LSTM, RNN, RecurrentLayer, make_layer, reverse_padded
 from rnnkit.layers.registry import cell_families, cell_family, register_cell_family
 
@@ -11,6 +12,8 @@ __all__ = [
     "GRU",
     "IRNN",
     "LSTM",
+    "MinGRU",
+    "MinLSTM",
     "RNN",
     "RecurrentLayer",
     "cell_families",
