@@ -8,13 +8,14 @@ backends, plus training, tasks and gradient-flow diagnostics.
 __version__ = "0.1.0"
 
 from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell, LSTMState  # noqa: E402
-from rnnkit.layers import GRU, IRNN, LSTM, RNN, MinGRU, MinLSTM, make_layer  # noqa: E402
+from rnnkit.layers import GRU, IRNN, LSTM, RNN, SLSTM, MinGRU, MinLSTM, make_layer  # noqa: E402
 
 __all__ = [
     "GRU",
     "IRNN",
     "LSTM",
     "RNN",
+    "SLSTM",
     "ElmanCell",
     "GRUCell",
     "HiddenState",

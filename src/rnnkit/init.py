@@ -13,7 +13,9 @@ Names:
     ``rnnkit`` (default): input weights Glorot-uniform per gate block, recurrent weights
         orthogonal per gate block, projections orthogonal, biases, peepholes and shifts zero,
         gains one; the forget-gate bias the cell declares as ``default_forget_bias`` (LSTM 1,
-        Jozefowicz et al. 2015).
+        Jozefowicz et al. 2015) or per unit with ``initial_forget_bias`` (sLSTM: linspace(3, 6)
+        per head, Beck et al. 2024). Multi-head cells (sLSTM) get each head's recurrent
+        block orthogonal (``cell.recurrent_blocks``).
     ``torch``: torch's own init, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias (gains one,
         shifts zero).
     ``identity``: recurrent weights the identity per gate block and zero biases — the IRNN of
@@ -136,7 +138,14 @@ def _blocks(w: Tensor, hidden_size: int) -> list[Tensor]:
 
 
 def _recurrent_blocks(cell, weights) -> list[Tensor]:
-    return [b for w in _with_role(cell, weights, "recurrent") for b in _blocks(w, cell.hidden_size)]
+    """The square blocks of the recurrent weights: the cell's ``recurrent_blocks`` (gate blocks,
+    or one per (gate, head) for multi-head cells), else the H-row gate blocks."""
+    split = getattr(cell, "recurrent_blocks", None)
+    if split is None:
+        return [
+            b for w in _with_role(cell, weights, "recurrent") for b in _blocks(w, cell.hidden_size)
+        ]
+    return [b for w in _with_role(cell, weights, "recurrent") for b in split(w)]
 
 
 def _zero_biases_and_extras(cell, weights) -> None:
@@ -192,8 +201,11 @@ def orthogonal(cell, weights) -> None:
 @register("rnnkit")
 def rnnkit_default(cell, weights) -> None:
     orthogonal(cell, weights)
-    if cell.default_forget_bias:
-        set_forget_bias(cell, weights, cell.default_forget_bias)
+    initial = getattr(cell, "initial_forget_bias", None)
+    biases = _with_role(cell, weights, "bias")
+    value = cell.default_forget_bias if initial is None or not biases else initial(biases[0])
+    if isinstance(value, Tensor) or value:
+        set_forget_bias(cell, weights, value)
 
 
 @register("identity")

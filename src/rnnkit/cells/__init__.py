@@ -5,6 +5,7 @@ from rnnkit.cells.elman import NONLINEARITIES, ElmanCell
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.lstm import LSTMCell
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
+from rnnkit.cells.slstm import SLSTMCell, SLSTMState
 
 __all__ = [
     "NONLINEARITIES",
@@ -16,4 +17,6 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "RecurrentCell",
+    "SLSTMCell",
+    "SLSTMState",
 ]

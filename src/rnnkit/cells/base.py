@@ -177,6 +177,17 @@ class RecurrentCell(nn.Module):
         """Index of ``forget_gate`` among ``gate_blocks``, or None."""
         return None if self.forget_gate is None else self.gate_blocks.index(self.forget_gate)
 
+    def recurrent_blocks(self, w: Tensor) -> list[Tensor]:
+        """Views of the blocks of a recurrent weight that initialisers treat as square matrices
+        (orthogonal, identity): by default its H-row gate blocks; a cell with block-diagonal
+        (multi-head) recurrent weights returns one block per (gate, head)."""
+        return list(w.split(self.hidden_size, dim=0))
+
+    def initial_forget_bias(self, like: Tensor) -> float | Tensor:
+        """The forget-gate bias of the default init: ``default_forget_bias``, or per unit (H,)
+        where the family recommends a spread (``like`` gives dtype and device)."""
+        return self.default_forget_bias
+
     def parameter_names(self, role: str) -> list[str]:
         """Names of the parameters with ``role``, in :meth:`parameter_shapes` order."""
         if role not in PARAMETER_ROLES:

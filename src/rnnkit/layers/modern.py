@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 from rnnkit.cells.minimal import MinGRUCell, MinLSTMCell
+from rnnkit.cells.slstm import SLSTMCell
 from rnnkit.layers.recurrent import RecurrentLayer
 from rnnkit.layers.registry import cell_families, register_cell_family
 
@@ -146,3 +147,80 @@ class MinLSTM(MinGRU):
 
 register_cell_family("mingru", MinGRU)
 register_cell_family("minlstm", MinLSTM)
+
+
+class SLSTM(RecurrentLayer):
+    r"""sLSTM layer (Beck et al. 2024, xLSTM), stacked and optionally bidirectional, like
+    :class:`LSTM`.
+
+    Each (layer, direction) runs :class:`rnnkit.cells.slstm.SLSTMCell`: exponential input gate,
+    sigmoid or exponential forget gate, normaliser ``n`` and stabiliser ``m``, block-diagonal
+    recurrent weights over ``num_heads`` heads::
+
+        c_t = f'_t ⊙ c_{t-1} + i'_t ⊙ tanh(z̃_t),   n_t = f'_t ⊙ n_{t-1} + i'_t,
+        h_t = σ(õ_t) ⊙ c_t / n_t
+
+    The state is the cell's full ``(h, c, n, m)``: ``hx`` is a 4-tuple of (L*D, B, H) tensors
+    (or None) and the layer returns ``(output, (h_n, c_n, n_n, m_n))``; carrying it into the
+    next call continues the sequence exactly. Arguments, shapes and returns otherwise as
+    :class:`LSTM` (PackedSequence, ``lengths=``: padded steps keep the state). Extra keyword
+    arguments ``num_heads`` (must divide ``hidden_size``), ``forget_gate``
+    (``"sigmoid"`` | ``"exp"``), ``init``, ``backend``, ``variational_dropout``,
+    ``weight_drop``, ``zoneout``, ``learn_initial_state``. Parameters per layer:
+    ``weight_ih_l{k}`` (4H, ·), ``weight_hh_l{k}`` (4H, H / num_heads), ``bias_ih_l{k}`` (4H).
+
+    Example::
+
+        >>> slstm = rnnkit.SLSTM(10, 20, num_heads=4, batch_first=True)
+        >>> output, (h_n, c_n, n_n, m_n) = slstm(torch.randn(3, 5, 10))
+        >>> output.shape, m_n.shape
+        (torch.Size([3, 5, 20]), torch.Size([1, 3, 20]))
+    """
+
+    family_options = ("num_heads", "forget_gate")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        num_heads: int = 1,
+        forget_gate: str = "sigmoid",
+        device=None,
+        dtype=None,
+        **options,
+    ) -> None:
+        options = check_options(
+            type(self).__name__, options, refused={"proj_size": "the cell has no projection"}
+        )
+
+        def make_cell(layer_input, **kw):
+            return SLSTMCell(
+                layer_input, hidden_size, bias, num_heads=num_heads, forget_gate=forget_gate, **kw
+            )
+
+        super().__init__(
+            make_cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device=device,
+            dtype=dtype,
+            **options,
+        )
+
+    @property
+    def num_heads(self) -> int:
+        return self.cell.num_heads
+
+
+register_cell_family("slstm", SLSTM)
