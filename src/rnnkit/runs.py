@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rnnkit import distributed
+from rnnkit.devices import check_precision, resolve_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, read_json
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
@@ -231,6 +233,8 @@ def train_run(
     train: TrainConfig | None = None,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
+    device: str = "cpu",
+    precision: str = "32",
 ) -> RunResult:
     """Train a fresh run of ``spec`` into ``out``; every input is validated before ``out`` is
     touched (an existing run there is replaced only with ``force``).
@@ -238,11 +242,15 @@ def train_run(
     Args:
         data / model: the spec's ``data_config`` / ``model_config`` (or dicts of their fields).
         train: :class:`TrainConfig` (default: the spec's :meth:`TaskSpec.default_train`).
+        device / precision: where and how to train (:mod:`rnnkit.devices`); weights are saved on
+            the CPU, so the run loads anywhere. Under ``torchrun`` every rank calls this; rank 0
+            alone writes the run, and ``data.batch_size`` is the global batch.
     """
     spec = task_spec(spec) if isinstance(spec, str) else spec
     data = _config_obj(spec.data_config, data, "data")
     model = _config_obj(spec.model_config, model, "model")
     train = train or spec.default_train()
+    _join_processes(device, precision, getattr(data, "batch_size", None))
     run = RunDir.prepare(out, force=force)
     prepared = spec.prepare(data, train.seed)
     train = spec.train_config(train, prepared)
@@ -251,21 +259,24 @@ def train_run(
         task = spec.build(model, prepared)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"bad model options: {exc}") from None
-    run.create()
-    atomic_write_json(run / spec.encoders_file, spec.encoders_to_json(prepared.encoders))
-    if prepared.split is not None:
-        atomic_write_json(run.split_path, prepared.split)
-    run.write_config(
-        {
-            "task": spec.name,
-            "model": task.config(),
-            "data": {**data.to_dict(), **prepared.record},
-            "train": train.to_dict(),
-            "created": _now(),
-        }
-    )
+    distributed.barrier()  # every rank has checked --out before rank 0 replaces anything
+    if distributed.is_main():
+        run.create()
+        atomic_write_json(run / spec.encoders_file, spec.encoders_to_json(prepared.encoders))
+        if prepared.split is not None:
+            atomic_write_json(run.split_path, prepared.split)
+        run.write_config(
+            {
+                "task": spec.name,
+                "model": task.config(),
+                "data": {**data.to_dict(), **prepared.record},
+                "train": train.to_dict(),
+                "created": _now(),
+            }
+        )
+    distributed.barrier()  # the other ranks read nothing before rank 0 has written the run
     log.info("training %s: %d parameters", spec.name, sum(p.numel() for p in task.parameters()))
-    return _fit(spec, task, train, prepared, run, callbacks, resume=False)
+    return _fit(spec, task, train, prepared, run, callbacks, False, device, precision)
 
 
 def resume_run(
@@ -274,10 +285,14 @@ def resume_run(
     limits: dict | None = None,
     callbacks: Sequence[Callback] = (),
     task: str | None = None,
+    device: str = "cpu",
+    precision: str = "32",
 ) -> RunResult:
     """Continue a run from its last checkpoint with its own settings; ``limits`` may change
     ``steps``, ``epochs`` or ``time_budget``. The data must be unchanged (same SHA-256).
-    ``task``: if given, the task the run must be."""
+    ``task``: if given, the task the run must be; ``device``/``precision`` as
+    :func:`train_run` (a run may resume on another device, not with another world size)."""
+    _join_processes(device, precision, None)
     run = RunDir.for_resume(path)
     config = run.read_config()
     _check_task(run, config, task)
@@ -290,19 +305,38 @@ def resume_run(
         raise InvalidInputError(f"{run.config_path}: bad training options ({exc})") from None
     prepared = _reload_data(spec, run, config, seed=train.seed)
     task = _build_saved(spec, run, config)
-    if limits:
+    if limits and distributed.is_main():
         atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
-    return _fit(spec, task, train, prepared, run, callbacks, resume=True)
+    return _fit(spec, task, train, prepared, run, callbacks, True, device, precision)
 
 
-def _fit(spec, task, train, prepared, run, callbacks, *, resume: bool) -> RunResult:
+def _join_processes(device: str, precision: str, batch_size: int | None) -> None:
+    """Check device and precision; under torchrun, join the process group first."""
+    resolved = resolve_device(device)
+    check_precision(precision, resolved)
+    if distributed.launched_by_torchrun():
+        distributed.init(resolved)
+        if batch_size is not None:
+            distributed.check_batch_size(batch_size)
+
+
+def _fit(spec, task, train, prepared, run, callbacks, resume, device, precision) -> RunResult:
     own = spec.callbacks(run)
     trainer = Trainer(
-        task, train, prepared.train, prepared.val, run=run, callbacks=[*callbacks, *own]
+        task,
+        train,
+        prepared.train,
+        prepared.val,
+        run=run,
+        callbacks=[*callbacks, *own],
+        device=device,
+        precision=precision,
     )
     result = trainer.fit(resume=resume)
+    if not trainer.is_main:  # rank 0 reports and writes; the others are done
+        return RunResult(result, run, {})
     spec.after_training(task, run, own)
-    task.eval()
+    task.cpu().eval()  # held-out reports and later use run on the CPU, like the saved weights
     loaded = LoadedRun(spec, task, prepared.encoders, run.read_config(), run)
     report = spec.report(loaded, prepared)
     if report:

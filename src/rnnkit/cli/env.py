@@ -22,6 +22,7 @@ def environment() -> dict:
 
     import torch
 
+    from rnnkit.devices import available_devices, default_device
     from rnnkit.io import versions
 
     try:
@@ -45,6 +46,23 @@ def environment() -> dict:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cuda": torch.cuda.is_available(),
+        "devices": available_devices(),
+        "default_device": default_device(),
+        "bf16_on_cuda": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        "distributed": [
+            name
+            for name, ok in (
+                (
+                    "gloo",
+                    torch.distributed.is_available() and torch.distributed.is_gloo_available(),
+                ),
+                (
+                    "nccl",
+                    torch.distributed.is_available() and torch.distributed.is_nccl_available(),
+                ),
+            )
+            if ok
+        ],
         "backends": backends,
         "tensorboard": tensorboard,
     }

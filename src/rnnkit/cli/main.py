@@ -60,7 +60,9 @@ def register_modules(subparsers, prefix: str, names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # as given, for commands that relaunch themselves (--nproc)
     if getattr(args, "func", None) is None:
         # `rnnkit` or `rnnkit train` without a subcommand: show the relevant help.
         (getattr(args, "_parser", None) or parser).print_help(sys.stderr)

@@ -345,6 +345,21 @@ def add_command_tail(group, task: str, *, resume: bool = True) -> None:
         )
     group.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
     add_threads_flag(group)
+    add_device_flag(group)
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="32 (float32), bf16 or 16 (float16 with a gradient scaler; CUDA only) (default 32)",
+    )
+    group.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        default=1,
+        help="data-parallel processes on this machine, launched with torchrun; --batch-size "
+        "is the global batch (default 1)",
+    )
     group.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -360,6 +375,18 @@ def add_threads_flag(group) -> None:
         type=int,
         metavar="N",
         help="torch CPU threads (default: torch's, one per core)",
+    )
+
+
+PRECISIONS = ("32", "bf16", "16")
+
+
+def add_device_flag(group) -> None:
+    group.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N or mps (default auto)",
     )
 
 
@@ -401,6 +428,10 @@ def run_training(args, task: str, make_run) -> int:
     from rnnkit.train import ProgressBar, TensorBoard
 
     check_resume(args)
+    if args.nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1:
+        return _relaunch(args)
     set_threads(args.threads)
     callbacks = [ProgressBar()] if args.progress else []
     if TensorBoard.available():
@@ -410,7 +441,12 @@ def run_training(args, task: str, make_run) -> int:
         if args.out is not None:
             raise UsageError("--resume writes into the run it continues; drop --out")
         done = runs.resume_run(
-            args.resume, limits=limits_from_args(args), callbacks=callbacks, task=task
+            args.resume,
+            limits=limits_from_args(args),
+            callbacks=callbacks,
+            task=task,
+            device=args.device,
+            precision=args.precision,
         )
     else:
         data, model, train = make_run()
@@ -422,7 +458,13 @@ def run_training(args, task: str, make_run) -> int:
             train=train,
             force=args.force,
             callbacks=callbacks,
+            device=args.device,
+            precision=args.precision,
         )
+    from rnnkit import distributed
+
+    if not distributed.is_main():
+        return 0  # rank 0 prints
     r = done.result
     if args.json:
         from rnnkit.io import to_json
@@ -446,4 +488,36 @@ def run_training(args, task: str, make_run) -> int:
             file=sys.stderr,
         )
         return 130
+    return 0
+
+
+def _relaunch(args) -> int:
+    """``--nproc N``: the same command in N processes under PyTorch's launcher (torchrun)."""
+    from rnnkit import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UsageError("--nproc inside a torchrun job: torchrun already started the processes")
+    batch_size = getattr(args, "batch_size", None)
+    if not args.resume and batch_size and batch_size % args.nproc:
+        raise UsageError(
+            f"--batch-size {batch_size} (the global batch) must divide by --nproc {args.nproc}"
+        )
+    argv, skip = [], False
+    for arg in args.argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={args.nproc}", "-m", "rnnkit", *argv])
+    except ChildFailedError as exc:
+        failures = "; ".join(f"rank {r}: exit {f.exitcode}" for r, f in exc.failures.items())
+        print(f"error: a worker failed ({failures}); the run keeps its last checkpoint",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
