@@ -201,3 +201,23 @@ def test_cells_step_standalone():
         cell = cls(I, H)
         y, state = cell(torch.randn(I))
         assert y.shape == (H,) and state.h.shape == (H,)
+
+
+def test_long_sequence_speed_table_runs_at_a_tiny_size():
+    from rnnkit.bench import speed
+
+    results = speed.run_long(sizes=((2, 6, 3, 4),), repeats=1, warmup=0)
+    names = [r.name for r in results]
+    assert names == [
+        "torch.nn.GRU",
+        "torch.nn.LSTM",
+        "MinGRU scan",
+        "MinGRU reference",
+        "MinLSTM scan",
+        "MinLSTM reference",
+        "SLSTM auto",
+    ]
+    scan = results[2].as_dict()
+    assert scan["ratio_to_own_sequential"] is not None and scan["saved_tensor_mb"] >= 0
+    table = speed.format_long_table(results)
+    assert "vs own loop" in table and "MinGRU scan" in table

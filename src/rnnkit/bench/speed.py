@@ -188,3 +188,135 @@ def format_table(results: list[Result]) -> str:
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+# -- long sequences: the parallel-scan and exponential-gating families ------------------------
+LONG_SIZES = ((16, 128, 256, 256), (16, 1024, 256, 256), (16, 4096, 256, 256))
+
+
+@dataclass(frozen=True)
+class LongConfig:
+    """A timed module of the long-sequence table; ``sequential`` names its own step-loop form."""
+
+    name: str
+    build: Callable[[int, int], nn.Module]
+    sequential: str | None = None
+
+
+def _long_configs() -> list[LongConfig]:
+    return [
+        LongConfig("torch.nn.GRU", lambda i, h: nn.GRU(i, h)),
+        LongConfig("torch.nn.LSTM", lambda i, h: nn.LSTM(i, h)),
+        LongConfig("MinGRU scan", lambda i, h: rnnkit.MinGRU(i, h), "MinGRU reference"),
+        LongConfig("MinGRU reference", lambda i, h: rnnkit.MinGRU(i, h, backend="reference")),
+        LongConfig("MinLSTM scan", lambda i, h: rnnkit.MinLSTM(i, h), "MinLSTM reference"),
+        LongConfig("MinLSTM reference", lambda i, h: rnnkit.MinLSTM(i, h, backend="reference")),
+        # sLSTM has no fused kernel yet: auto runs its step loop, which is also its sequential form.
+        LongConfig("SLSTM auto", lambda i, h: rnnkit.SLSTM(i, h, num_heads=4)),
+    ]
+
+
+@dataclass
+class LongResult:
+    """Median fwd+bwd milliseconds and saved-tensor megabytes for one configuration and size."""
+
+    name: str
+    size: tuple[int, int, int, int]
+    train_ms: float
+    saved_mb: float
+    vs_sequential: float | None
+    vs_gru: float
+    vs_lstm: float
+
+    def as_dict(self) -> dict:
+        def r(v):
+            return None if v is None else round(v, 3)
+
+        return {
+            "name": self.name,
+            "size": dict(zip(("B", "T", "I", "H"), self.size)),
+            "train_ms": round(self.train_ms, 3),
+            "saved_tensor_mb": round(self.saved_mb, 1),
+            "ratio_to_own_sequential": r(self.vs_sequential),
+            "ratio_to_torch_gru": r(self.vs_gru),
+            "ratio_to_torch_lstm": r(self.vs_lstm),
+        }
+
+
+def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward of one forward (distinct storages, counted once)."""
+    seen: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), t.device)] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        output, _ = module(x)
+    del output
+    return sum(seen.values())
+
+
+def run_long(
+    sizes=LONG_SIZES,
+    repeats: int = 3,
+    warmup: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> list[LongResult]:
+    """fwd+bwd of minGRU, minLSTM (parallel scan and step loop) and sLSTM against
+    ``torch.nn.GRU`` / ``torch.nn.LSTM`` at long T, interleaved rounds, medians, one run."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    configs = _long_configs()
+    results: list[LongResult] = []
+    for size in sizes:
+        B, T, I, H = size
+        if progress:
+            progress(f"B={B} T={T} I={I} H={H}")
+        torch.manual_seed(0)
+        x = torch.randn(T, B, I)
+        modules = {c.name: c.build(I, H) for c in configs}
+        timers = {name: _timer(m, x, True) for name, m in modules.items()}
+        for fn in timers.values():
+            for _ in range(warmup):
+                fn()
+        samples: dict[str, list[float]] = {name: [] for name in timers}
+        for _ in range(repeats):
+            for name, fn in timers.items():
+                samples[name].append(fn())
+        medians = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
+        for config in configs:
+            ms = medians[config.name]
+            results.append(
+                LongResult(
+                    config.name,
+                    size,
+                    ms,
+                    saved_tensor_bytes(modules[config.name], x) / 2**20,
+                    None if config.sequential is None else ms / medians[config.sequential],
+                    ms / medians["torch.nn.GRU"],
+                    ms / medians["torch.nn.LSTM"],
+                )
+            )
+    return results
+
+
+def format_long_table(results: list[LongResult]) -> str:
+    """One block per size: ms, saved MB, and ratios to the own step loop and to torch.nn."""
+    lines = []
+    for size in dict.fromkeys(r.size for r in results):
+        B, T, I, H = size
+        lines.append(f"B={B} T={T} I={I} H={H}   (fwd+bwd medians, ratios = time / other time)")
+        lines.append(
+            f"  {'configuration':<20}{'train ms':>11}{'saved MB':>10}{'vs own loop':>13}"
+            f"{'vs nn.GRU':>11}{'vs nn.LSTM':>12}"
+        )
+        for r in (r for r in results if r.size == size):
+            own = "" if r.vs_sequential is None else f"{r.vs_sequential:.3f}"
+            lines.append(
+                f"  {r.name:<20}{r.train_ms:>11.1f}{r.saved_mb:>10.1f}{own:>13}"
+                f"{r.vs_gru:>11.2f}{r.vs_lstm:>12.2f}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

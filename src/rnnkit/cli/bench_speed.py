@@ -39,11 +39,22 @@ def register(subparsers) -> None:
         metavar="B,T,I,H",
         help="a size to time (repeatable; default: the three standard sizes)",
     )
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default 7; 3 with --long)"
+    )
     parser.add_argument(
         "--only",
         metavar="NAMES",
         help="comma-separated configuration names, e.g. 'LSTM auto,peephole fused'",
+    )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help=(
+            "the long-sequence table instead: minGRU, minLSTM (parallel scan and step loop) and "
+            "sLSTM against torch.nn.GRU/LSTM, fwd+bwd and saved-tensor memory; default sizes "
+            "(B,T,I,H) 16,128,256,256; 16,1024,256,256; 16,4096,256,256; --repeats default 3"
+        ),
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument(
@@ -57,12 +68,16 @@ def run(args) -> int:
 
     from rnnkit.bench import speed
 
+    if args.repeats is None:
+        args.repeats = 3 if args.long else 7
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.long:
+        return _run_long(args, speed)
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     progress = None if args.json else (lambda text: print(f"timing {text} …", file=sys.stderr))
     try:
@@ -81,4 +96,24 @@ def run(args) -> int:
     else:
         print(f"threads={torch.get_num_threads()} repeats={args.repeats} (medians)")
         print(speed.format_table(results), end="")
+    return 0
+
+
+def _run_long(args, speed) -> int:
+    import torch
+
+    if args.only:
+        raise UsageError("--only applies to the standard table, not to --long")
+    progress = None if args.json else (lambda text: print(f"timing {text} …", file=sys.stderr))
+    results = speed.run_long(args.size or speed.LONG_SIZES, repeats=args.repeats, progress=progress)
+    if args.json:
+        payload = {
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "results": [r.as_dict() for r in results],
+        }
+        print(json.dumps(payload))
+    else:
+        print(f"threads={torch.get_num_threads()} repeats={args.repeats} (medians)")
+        print(speed.format_long_table(results), end="")
     return 0
