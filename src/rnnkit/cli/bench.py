@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from rnnkit.cli.main import register_modules
 
-KINDS = ["speed", "task"]
+KINDS = ["speed", "task", "scale"]
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks: speed of backends, long-memory tasks",
+        help="benchmarks: speed of backends, long-memory tasks, scaling over processes",
         description="Benchmarks; each kind is a subcommand. They time, they never assert.",
     )
     parser.set_defaults(func=None, _parser=parser)
