@@ -274,7 +274,10 @@ def test_bad_input_messages():
         rnnkit.GRU(I, H, init="xavier")
     with pytest.raises(ValueError, match=r"num_layers must be >= 1, got 0"):
         rnnkit.GRU(I, H, num_layers=0)
-    with pytest.raises(ValueError, match=r"cell must be one of lstm, gru, rnn, irnn, mingru, minlstm, slstm; got 'tcn'"):
+    with pytest.raises(
+        ValueError,
+        match=r"cell must be one of lstm, gru, rnn, irnn, mingru, minlstm, slstm; got 'tcn'",
+    ):
         rnnkit.make_layer("tcn", I, H)
     with pytest.warns(UserWarning, match=r"non-zero dropout expects num_layers greater than 1"):
         rnnkit.LSTM(I, H, dropout=0.5)

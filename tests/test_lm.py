@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir
 from rnnkit.runs import load_run
 from rnnkit.tasks.lm import LanguageModel, evaluate_text, generate
 
