@@ -52,6 +52,20 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that renames inside it survive a power loss (where supported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
 # -- atomic writes ---------------------------------------------------------------------------
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
@@ -78,7 +92,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def to_json(obj) -> str:
     """JSON text, UTF-8 kept readable; non-finite floats become ``null`` (strict JSON)."""
-    return json.dumps(_finite(obj), ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    text = json.dumps(_finite(obj), ensure_ascii=False, indent=2, allow_nan=False)
+    return _escape_surrogates(text) + "\n"
+
+
+def _escape_surrogates(text: str) -> str:
+    """A file name that is not valid UTF-8 reaches Python as lone surrogates (``\\udcff``,
+    PEP 383); write them as JSON escapes so the text is valid UTF-8 and ``json.loads`` gives the
+    same name back. JSON has already escaped real backslashes, so each ``\\uXXXX`` is new."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_line(obj) -> str:
+    """``obj`` as one line of strict JSON (``--json`` output), without the newline.
+
+    A non-finite float becomes ``null``; if ``obj`` is a mapping, the reason is added under
+    ``"non_finite"``: the dotted path of each such value and what it was (``"nan"``, ``"inf"``,
+    ``"-inf"``), so a script can tell a missing number from a diverged one.
+
+    >>> json_line({"loss": float("nan"), "acc": [0.5, float("inf")]})
+    '{"loss": null, "acc": [0.5, null], "non_finite": {"loss": "nan", "acc.1": "inf"}}'
+    """
+    found: dict[str, str] = {}
+    clean = _finite(obj, found, "")
+    if found and isinstance(clean, dict):
+        clean["non_finite"] = found
+    return _escape_surrogates(json.dumps(clean, ensure_ascii=False, allow_nan=False))
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
@@ -126,13 +165,21 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _finite(obj):
+def _finite(obj, found: dict[str, str] | None = None, where: str = ""):
+    """``obj`` with non-finite floats (numpy and torch scalars too) as None; their dotted paths
+    and values go into ``found`` when given."""
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()  # numpy / torch scalars
     if isinstance(obj, float) and not math.isfinite(obj):
+        if found is not None:
+            found[where or "value"] = str(obj)
         return None
     if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
+        return {
+            str(k): _finite(v, found, f"{where}.{k}" if where else str(k)) for k, v in obj.items()
+        }
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [_finite(v, found, f"{where}.{i}" if where else str(i)) for i, v in enumerate(obj)]
     return obj
 
 
@@ -270,6 +317,21 @@ class RunDir:
     def is_run(self) -> bool:
         return self.config_path.is_file()
 
+    def is_rnnkit_run(self, tasks=None) -> bool:
+        """Whether this directory is a run rnnkit wrote: ``config.json`` is a JSON object with
+        a ``task`` (one of ``tasks`` when given) and the rnnkit version (``versions.rnnkit``),
+        which every run records. Only such a directory may be replaced by ``--force``."""
+        try:
+            config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        if not isinstance(config, dict) or not isinstance(config.get("task"), str):
+            return False
+        if tasks is not None and config["task"] not in tasks:
+            return False
+        versions_ = config.get("versions")
+        return isinstance(versions_, dict) and isinstance(versions_.get("rnnkit"), str)
+
     def check(self) -> RunDir:
         """Raise :class:`InvalidInputError` unless this is a run directory with weights."""
         if not self.path.exists():
@@ -307,14 +369,15 @@ class RunDir:
 
     # -- creation -----------------------------------------------------------------------------
     @classmethod
-    def prepare(cls, path: str | os.PathLike, *, force: bool = False) -> RunDir:
+    def prepare(cls, path: str | os.PathLike, *, force: bool = False, tasks=None) -> RunDir:
         """Check that a new run may be written to ``path``; nothing is changed yet.
 
         Raises :class:`InvalidInputError` if ``path`` exists and is not empty without ``force``,
-        or exists and is not a run directory (``--force`` never deletes arbitrary folders).
-        Call :meth:`create` once all inputs have been validated.
+        or exists and is not a run directory; ``--force`` never replaces the working directory.
+        Call :meth:`check_replaceable` once the inputs have been validated, then :meth:`create`.
         """
         run = cls(path)
+        run.tasks = tasks
         p = run.path
         if p.exists() and not p.is_dir():
             raise InvalidInputError(f"--out {p} is a file; choose a directory")
@@ -329,7 +392,24 @@ class RunDir:
                     f"--out {p} already holds a run; pass --force to replace it "
                     f"or --resume {p} to continue it"
                 )
+            cwd = Path.cwd().resolve()
+            if p.resolve() == cwd or p.resolve() in cwd.parents:
+                raise InvalidInputError(
+                    f"--out {p} is the working directory or holds it; --force cannot replace "
+                    "it, choose another --out"
+                )
         return run
+
+    def check_replaceable(self) -> None:
+        """Raise :class:`InvalidInputError` if the directory holds files and is not a run rnnkit
+        wrote (:meth:`is_rnnkit_run`): ``--force`` never deletes arbitrary folders (a project
+        with a ``config.json``, another library's model folder)."""
+        p = self.path
+        if p.is_dir() and any(p.iterdir()) and not self.is_rnnkit_run(getattr(self, "tasks", None)):
+            raise InvalidInputError(
+                f"--out {p} is not an rnnkit run directory (its config.json has no known task "
+                "and rnnkit version), so --force does not replace it; choose another --out"
+            )
 
     @classmethod
     def for_resume(cls, path: str | os.PathLike) -> RunDir:
@@ -343,11 +423,37 @@ class RunDir:
         return run
 
     def create(self) -> RunDir:
-        """Empty the directory (a run being replaced, checked by :meth:`prepare`) and make it."""
+        """Make the directory. A run being replaced (checked by :meth:`prepare`) is moved
+        aside to ``<path>.replaced-<pid>`` (:attr:`replaced`), not deleted: call
+        :meth:`discard_replaced` once the new run has a checkpoint, or
+        :meth:`restore_replaced` if it fails first."""
+        self.replaced: Path | None = None
         if self.path.is_dir() and self.is_run():
-            shutil.rmtree(self.path)
+            self.check_replaceable()
+            aside = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(self.path, aside)
+            fsync_dir(self.path.parent)
+            self.replaced = aside
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    def discard_replaced(self) -> None:
+        """Delete the run this one replaced (its new run has a checkpoint now)."""
+        aside = getattr(self, "replaced", None)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+            self.replaced = None
+
+    def restore_replaced(self) -> None:
+        """Put the replaced run back at :attr:`path` (the new one failed before a checkpoint)."""
+        aside = getattr(self, "replaced", None)
+        if aside is not None and aside.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(aside, self.path)
+            fsync_dir(self.path.parent)
+            self.replaced = None
 
 
 def versions() -> dict[str, str]:

@@ -251,7 +251,7 @@ def train_run(
     model = _config_obj(spec.model_config, model, "model")
     train = train or spec.default_train()
     _join_processes(device, precision, getattr(data, "batch_size", None))
-    run = RunDir.prepare(out, force=force)
+    run = RunDir.prepare(out, force=force, tasks=SPECS)
     prepared = spec.prepare(data, train.seed)
     train = spec.train_config(train, prepared)
     seed_everything(train.seed)
@@ -259,6 +259,7 @@ def train_run(
         task = spec.build(model, prepared)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"bad model options: {exc}") from None
+    run.check_replaceable()  # with the inputs valid: is what --force replaces an rnnkit run?
     distributed.barrier()  # every rank has checked --out before rank 0 replaces anything
     if distributed.is_main():
         run.create()
@@ -276,7 +277,33 @@ def train_run(
         )
     distributed.barrier()  # the other ranks read nothing before rank 0 has written the run
     log.info("training %s: %d parameters", spec.name, sum(p.numel() for p in task.parameters()))
-    return _fit(spec, task, train, prepared, run, callbacks, False, device, precision)
+    if getattr(run, "replaced", None) is None:
+        return _fit(spec, task, train, prepared, run, callbacks, False, device, precision)
+    # A replaced run (--force) is kept aside until the new one has trained a step and saved it.
+    try:
+        done = _fit(
+            spec, task, train, prepared, run, [*callbacks, _DiscardReplaced(run)], False,
+            device, precision,
+        )  # fmt: skip
+    except BaseException:
+        if run.replaced is not None:
+            log.warning("training failed before a checkpoint; %s restored", run.path)
+            run.restore_replaced()
+        raise
+    run.discard_replaced()
+    return done
+
+
+class _DiscardReplaced(Callback):
+    """Deletes the run that ``--force`` replaced at the new run's first checkpoint after a
+    training step (the step-0 checkpoint alone is not worth the old run)."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+
+    def on_checkpoint(self, trainer) -> None:
+        if trainer.step > 0:
+            self.run.discard_replaced()
 
 
 def resume_run(

@@ -1,0 +1,130 @@
+"""Run-directory safety: what --force may replace, resume checks, untrusted runs, locks,
+preemption and durability (issue 13). Faults are injected by monkeypatching and signals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnkit import runs
+from rnnkit.cli.main import main
+from rnnkit.io import RunDir
+from rnnkit.tasks.lm import LMConfig, TextData
+from rnnkit.train import Callback, TrainConfig
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+TEXT = FIXTURES / "hamlet.txt"
+LM_ARGV = ["train", "lm", "--text", str(TEXT), "--embedding-size", "4", "--hidden-size", "8",
+           "--num-layers", "1", "--bptt", "10", "--batch-size", "2", "--eval-every", "2",
+           "--no-progress", "--threads", "1"]  # fmt: skip
+
+
+def small_lm(path, steps=2, callbacks=(), force=False, **train):
+    return runs.train_run(
+        "lm",
+        path,
+        data=TextData(text=str(TEXT), batch_size=2, bptt=10),
+        model=LMConfig(embedding_size=4, hidden_size=8, num_layers=1),
+        train=TrainConfig(steps=steps, eval_every=2, **train),
+        force=force,
+        callbacks=callbacks,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` by relative path (what 'nothing lost' compares)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# -- item 1: --force replaces only rnnkit runs, atomically --------------------------------------
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "bert", "hidden_size": 768},  # another library's model folder
+        {"task": "lm"},  # no rnnkit version: not written by rnnkit
+        {"task": "poetry", "versions": {"rnnkit": "0.1.0"}},  # unknown task
+        [1, 2, 3],
+    ],
+)
+def test_force_refuses_a_folder_that_is_not_an_rnnkit_run(tmp_path, capsys, config):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text(json.dumps(config))
+    (project / "notes.txt").write_text("months of work")
+    before = snapshot(project)
+    assert main([*LM_ARGV, "--steps", "1", "--out", str(project), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "not an rnnkit run" in err
+    assert err.count("\n") == 1
+    assert snapshot(project) == before
+
+
+def test_force_refuses_the_working_directory(tmp_path, monkeypatch, capsys):
+    small_lm(tmp_path / "run")
+    before = snapshot(tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    assert main([*LM_ARGV, "--steps", "1", "--out", ".", "--force"]) == 2
+    assert "working directory" in capsys.readouterr().err
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_runs_written_by_earlier_versions_count_as_runs():
+    configs = sorted(FIXTURES.rglob("config.json"))
+    assert len(configs) >= 6
+    for config in configs:
+        assert RunDir(config.parent).is_rnnkit_run(runs.SPECS), config
+
+
+class _FailAtStep(Callback):
+    def __init__(self, step: int, exc: BaseException) -> None:
+        self.step, self.exc = step, exc
+
+    def on_step_start(self, trainer, step):
+        if step == self.step:
+            raise self.exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
+def test_a_replacement_that_fails_at_step_one_leaves_the_old_run(tmp_path, exc):
+    small_lm(tmp_path / "run")
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(type(exc)):
+        small_lm(tmp_path / "run", force=True, callbacks=[_FailAtStep(0, exc)], seed=1)
+    assert snapshot(tmp_path / "run") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left aside
+
+
+def test_a_replacement_killed_at_step_one_keeps_the_old_run_aside(tmp_path):
+    small_lm(tmp_path / "run")
+    before = snapshot(tmp_path / "run")
+    script = (
+        "import os, signal, sys\n"
+        "from rnnkit.train import trainer\n"
+        "step = trainer.Trainer._train_step\n"
+        "def die(self, batch):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "trainer.Trainer._train_step = die\n"
+        "from rnnkit.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    argv = [*LM_ARGV, "--steps", "2", "--out", str(tmp_path / "run"), "--force"]
+    killed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and snapshot(aside[0]) == before
+
+
+def test_a_successful_replacement_removes_the_old_run(tmp_path):
+    small_lm(tmp_path / "run")
+    done = small_lm(tmp_path / "run", force=True, steps=4)
+    assert done.result.step == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
