@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from rnnkit import runs
 from rnnkit.cli.main import main
+from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.tasks.lm import LMConfig, TextData
 from rnnkit.train import Callback, TrainConfig
@@ -128,3 +130,71 @@ def test_a_successful_replacement_removes_the_old_run(tmp_path):
     done = small_lm(tmp_path / "run", force=True, steps=4)
     assert done.result.step == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+# -- item 5: untrusted runs cannot exhaust memory; the checksum is mandatory --------------------
+def old_lm(tmp_path) -> Path:
+    run = tmp_path / "lm"
+    shutil.copytree(FIXTURES / "lm", run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["source"] = config["data"]["text"] = str(TEXT.resolve())
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+UNDER_4_GIB = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+from rnnkit.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample"])
+def test_a_config_asking_for_a_huge_model_is_refused_before_allocating(tmp_path, command):
+    run = old_lm(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["hidden_size"] = 200_000  # 4 * 200000**2 floats: 640 GB for weight_hh
+    (run / "config.json").write_text(json.dumps(config))
+    before = snapshot(run)
+    done = subprocess.run(
+        [sys.executable, "-c", UNDER_4_GIB, command, str(run)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "does not match model.safetensors" in lines[0] and "hidden" not in lines[0][:7]
+    assert snapshot(run) == before
+
+
+def test_weights_without_checksum_need_trust(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    run = old_lm(tmp_path)
+    save_file(load_file(run / "model.safetensors"), run / "model.safetensors")  # no metadata
+    assert main(["evaluate", str(run), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "has no rnnkit checksum" in err and "--trust" in err and err.count("\n") == 1
+    assert main(["sample", str(run), "--length", "3", "--seed", "0"]) == 2
+    assert "--trust" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--json", "--trust"]) == 0
+    assert main(["sample", str(run), "--length", "3", "--seed", "0", "--trust"]) == 0
+    with pytest.raises(InvalidInputError, match="no rnnkit checksum"):
+        runs.load_run(run)
+    assert runs.load_run(run, trust=True).spec.name == "lm"
+
+
+def test_a_crafted_safetensors_header_is_one_error(tmp_path, capsys):
+    run = old_lm(tmp_path)
+    for header in (
+        b"\xff" * 8,
+        (10**12).to_bytes(8, "little"),
+        (5).to_bytes(8, "little") + b"[1,2]",
+    ):
+        (run / "model.safetensors").write_bytes(header)
+        assert main(["evaluate", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1

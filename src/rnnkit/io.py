@@ -210,11 +210,15 @@ def save_tensors(
     atomic_write_bytes(path, _st_save(plain, metadata=meta))
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
     """Load a safetensors file written by :func:`save_tensors`, verifying its checksum.
 
+    A file without rnnkit's checksum (written elsewhere, or edited) is refused unless
+    ``trust`` (``--trust`` on the command line).
+
     Raises:
-        InvalidInputError: the file is missing, truncated, corrupted or its checksum differs.
+        InvalidInputError: the file is missing, truncated, corrupted, has no checksum (without
+            ``trust``) or its checksum differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -229,6 +233,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             "restore it or train again"
         ) from None
     expected = meta.get(CHECKSUM_KEY)
+    if expected is None and not trust:
+        raise InvalidInputError(
+            f"{path} has no rnnkit checksum ({CHECKSUM_KEY}): rnnkit did not write it or it "
+            "was altered; pass --trust to load it anyway"
+        )
     if expected is not None and expected != _digest(tensors):
         raise InvalidInputError(
             f"{path} is corrupted (checksum mismatch); restore it or train again"
@@ -244,6 +253,43 @@ def _read_metadata(data: bytes) -> dict[str, str]:
         raise ValueError("header longer than the file")
     header = json.loads(data[8 : 8 + n])
     return header.get("__metadata__", {}) or {}
+
+
+# Safetensors caps its JSON header at 100 MB; a larger length is a crafted or corrupted file.
+_MAX_HEADER = 100_000_000
+
+
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` from a safetensors file's header, reading only the header (a crafted
+    file cannot make this allocate more than its header's size).
+
+    Raises:
+        InvalidInputError: the file is missing or its header is malformed.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            size = os.fstat(f.fileno()).st_size
+            if n < 2 or n > min(size - 8, _MAX_HEADER):
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+        shapes = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            shape = entry["shape"]
+            if not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise ValueError(f"bad shape for {name}")
+            shapes[name] = tuple(shape)
+        return shapes
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path} is missing") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidInputError(
+            f"{path} is truncated or corrupted ({exc}); restore it or train again"
+        ) from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -361,8 +407,8 @@ class RunDir:
         record.setdefault("versions", versions())
         atomic_write_json(self.config_path, record)
 
-    def load_weights(self) -> dict[str, torch.Tensor]:
-        return load_tensors(self.model_path)
+    def load_weights(self, *, trust: bool = False) -> dict[str, torch.Tensor]:
+        return load_tensors(self.model_path, trust=trust)
 
     def save_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         save_tensors(self.model_path, state_dict)

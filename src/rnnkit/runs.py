@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 from rnnkit import distributed
 from rnnkit.devices import check_precision, resolve_device
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import RunDir, atomic_write_json, read_json
+from rnnkit.io import RunDir, atomic_write_json, read_json, tensor_shapes
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
 from rnnkit.train.task import Task
 
@@ -388,17 +388,56 @@ def _check_task(run: RunDir, config: dict, task: str | None) -> None:
 
 
 def _build_saved(spec: TaskSpec, run: RunDir, config: dict) -> Task:
+    """The model of ``config``, built only once its shapes match the weights file's header, so
+    an untrusted config (``hidden_size: 200000``) cannot make rnnkit allocate memory it would
+    never fill."""
+    weights = run.model_path
+    if not weights.is_file():
+        weights = run.trainer_state_path / RunDir.MODEL
+    if weights.is_file():
+        _check_shapes(spec, run, config, weights)
     try:
         return spec.task_class.from_config(config.get("model", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
 
 
-def load_model(path: str | os.PathLike, *, task: str | None = None) -> Task:
+def _check_shapes(spec: TaskSpec, run: RunDir, config: dict, weights) -> None:
+    """Compare the model ``config`` describes (built on the ``meta`` device: shapes, no
+    memory) with the tensor shapes in the header of ``weights``."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            meta = spec.task_class.from_config(config.get("model", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{run.config_path}: cannot build the model ({exc})") from None
+    except (RuntimeError, NotImplementedError):  # an initialiser without a meta kernel
+        log.debug("cannot build %s on the meta device; shapes checked at load", spec.name)
+        return
+    expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    saved = tensor_shapes(weights)
+    problems = [f"missing {k}" for k in sorted(expected.keys() - saved.keys())]
+    problems += [f"unexpected {k}" for k in sorted(saved.keys() - expected.keys())]
+    problems += [
+        f"{k}: config {list(expected[k])}, file {list(saved[k])}"
+        for k in sorted(expected.keys() & saved.keys())
+        if expected[k] != saved[k]
+    ]
+    if problems:
+        shown = "; ".join(problems[:3]) + ("; …" if len(problems) > 3 else "")
+        raise InvalidInputError(
+            f"{run.config_path} does not match {weights.name} ({shown}); "
+            "restore the run's config.json or train again"
+        )
+
+
+def load_model(path: str | os.PathLike, *, task: str | None = None, trust: bool = False) -> Task:
     """The model of a trained run with its weights, in eval mode (no encoders needed).
 
     Args:
         task: if given, the task the run must be (``"lm"`` …); another task is an error.
+        trust: load weights that carry no rnnkit checksum (``--trust``).
 
     Raises:
         InvalidInputError: not a run, another task, corrupted weights or weights that do not
@@ -408,7 +447,7 @@ def load_model(path: str | os.PathLike, *, task: str | None = None) -> Task:
     config = run.read_config()
     _check_task(run, config, task)
     model = _build_saved(task_spec(config["task"]), run, config)
-    weights = run.load_weights()
+    weights = run.load_weights(trust=trust)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
@@ -418,13 +457,13 @@ def load_model(path: str | os.PathLike, *, task: str | None = None) -> Task:
     return model.eval()
 
 
-def load_run(path: str | os.PathLike, *, task: str | None = None) -> LoadedRun:
+def load_run(path: str | os.PathLike, *, task: str | None = None, trust: bool = False) -> LoadedRun:
     """A trained run, ready to use: model with its weights (eval mode), encoders, config.
 
     Raises:
         InvalidInputError: as :func:`load_model`, or missing/invalid encoders.
     """
-    model = load_model(path, task=task)
+    model = load_model(path, task=task, trust=trust)
     run = RunDir(path)
     config = run.read_config()
     spec = task_spec(config["task"])

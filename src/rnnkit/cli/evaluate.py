@@ -11,7 +11,7 @@ import math
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_json_flag, add_threads_flag, set_threads
+from rnnkit.cli.options import add_json_flag, add_threads_flag, add_trust_flag, set_threads
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--beam", type=int, help="seq2seq: beam width (default 1: greedy)")
     add_json_flag(parser)
     add_threads_flag(parser)
+    add_trust_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,7 +56,7 @@ def run(args) -> int:
     if args.text is not None and args.data is not None:
         raise UsageError("give one of --text and --data")
     set_threads(args.threads)
-    loaded = runs.load_run(args.run_dir)
+    loaded = runs.load_run(args.run_dir, trust=args.trust)
     task = loaded.config["task"]
     options = {"batch_size": args.batch_size, "bptt": args.bptt, "beam": args.beam}
     result = runs.evaluate_run(

@@ -390,6 +390,15 @@ def add_device_flag(group) -> None:
     )
 
 
+def add_trust_flag(group) -> None:
+    group.add_argument(
+        "--trust",
+        action="store_true",
+        help="load weights that carry no rnnkit checksum (written elsewhere or edited); "
+        "safetensors never runs code, but only trust files you know",
+    )
+
+
 def add_json_flag(group) -> None:
     group.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout and nothing else"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_threads_flag, set_threads
+from rnnkit.cli.options import add_threads_flag, add_trust_flag, set_threads
 
 
 def register(subparsers) -> None:
@@ -32,13 +32,16 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, help="sample only among the K likeliest characters")
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
     add_threads_flag(parser)
+    add_trust_flag(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     import math
 
-    from rnnkit.tasks.lm import generate, load_language_model
+    from rnnkit import runs
+    from rnnkit.errors import InvalidInputError
+    from rnnkit.tasks.lm import generate
 
     if args.length < 0:
         raise UsageError(f"--length must be >= 0, got {args.length}")
@@ -49,7 +52,12 @@ def run(args) -> int:
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     set_threads(args.threads)
-    model, vocab, _ = load_language_model(args.run_dir)
+    loaded = runs.load_run(args.run_dir, task="lm", trust=args.trust)
+    model, vocab = loaded.task, loaded.encoders
+    if model.vocab_size != len(vocab):
+        raise InvalidInputError(
+            f"{loaded.run.path}: vocab.json has {len(vocab)} entries, the model {model.vocab_size}"
+        )
     vocab.check_known(args.prime, "--prime")
     chars = generate(
         model,
