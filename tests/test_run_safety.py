@@ -32,7 +32,7 @@ def small_lm(path, steps=2, callbacks=(), force=False, **train):
         path,
         data=TextData(text=str(TEXT), batch_size=2, bptt=10),
         model=LMConfig(embedding_size=4, hidden_size=8, num_layers=1),
-        train=TrainConfig(steps=steps, eval_every=2, **train),
+        train=TrainConfig(steps=steps, **{"eval_every": 2, **train}),
         force=force,
         callbacks=callbacks,
     )
@@ -198,3 +198,80 @@ def test_a_crafted_safetensors_header_is_one_error(tmp_path, capsys):
         assert main(["evaluate", str(run)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# -- item 3: preemption (SIGTERM, SIGHUP) and time-based checkpoints ------------------------------
+SIGNAL_AT_STEP = """
+import os, signal, sys
+from rnnkit.train import trainer
+
+step = trainer.Trainer._train_step
+
+
+def step_then_signal(self, batch):
+    if self.step == 3:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives mid-step, like a scheduler's
+    step(self, batch)
+
+
+trainer.Trainer._train_step = step_then_signal
+from rnnkit.cli.main import main
+
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_sigterm_and_sighup_checkpoint_and_exit_like_ctrl_c(tmp_path, name, code):
+    out = tmp_path / "run"
+    argv = [*LM_ARGV, "--steps", "1000", "--eval-every", "500", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT_STEP, name, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == code, done.stderr[-2000:]
+    assert "interrupted" in done.stderr and f"--resume {out}" in done.stderr
+    state = json.loads((out / "trainer_state" / "state.json").read_text())
+    assert state["step"] == 4  # the step under way was finished, then checkpointed
+    assert main(["train", "lm", "--resume", str(out), "--steps", "6", "--no-progress"]) == 0
+    assert json.loads((out / "trainer_state" / "state.json").read_text())["step"] == 6
+
+
+class _Checkpoints(Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_checkpoint(self, trainer):
+        self.steps.append(trainer.step)
+
+
+@pytest.mark.parametrize(("seconds", "timed"), [(None, False), (250.0, True), (1e9, False)])
+def test_time_based_checkpoints(tmp_path, monkeypatch, seconds, timed):
+    import time
+    from types import SimpleNamespace
+
+    from rnnkit.train import trainer
+
+    clock = iter(range(0, 10**6, 50))  # the trainer's monotonic clock: 50 s per reading
+    fake = SimpleNamespace(monotonic=lambda: float(next(clock)), perf_counter=time.perf_counter)
+    monkeypatch.setattr(trainer, "time", fake)
+    spy = _Checkpoints()
+    small_lm(
+        tmp_path / "run", steps=10, eval_every=100, callbacks=[spy], checkpoint_seconds=seconds
+    )
+    assert spy.steps[0] == 0 and spy.steps[-1] == 10
+    between = spy.steps[1:-1]
+    assert bool(between) == timed and between == sorted(set(between))
+
+
+def test_checkpoint_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [*LM_ARGV, "--steps", "2", "--out", str(out), "--checkpoint-every", "60"]
+    assert main([*argv, "--checkpoint-every-steps", "1"]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert train["checkpoint_seconds"] == 60 and train["checkpoint_every"] == 1
+    assert main([*LM_ARGV, "--steps", "2", "--out", str(tmp_path / "b"), "--checkpoint-every",
+                 "-1"]) == 2  # fmt: skip
+    assert "error: --checkpoint-every must be >= 0" in capsys.readouterr().err

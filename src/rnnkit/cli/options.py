@@ -315,11 +315,29 @@ def add_limit_flags(group, *, epochs_help: str = "passes over the training data"
     group.add_argument("--steps", type=int, metavar="N", help="optimiser steps")
 
 
+def checkpoint_options(args) -> dict:
+    """``checkpoint_seconds`` / ``checkpoint_every`` from the tail's flags, when given
+    (``--checkpoint-every 0`` turns the timer off)."""
+    options = {}
+    seconds = getattr(args, "checkpoint_seconds", None)
+    if seconds is not None:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise UsageError(f"--checkpoint-every must be >= 0 seconds, got {seconds}")
+        options["checkpoint_seconds"] = seconds or None
+    steps = getattr(args, "checkpoint_every", None)
+    if steps is not None:
+        if steps < 1:
+            raise UsageError(f"--checkpoint-every-steps must be >= 1, got {steps}")
+        options["checkpoint_every"] = steps
+    return options
+
+
 def train_config(args, default, names=TRAIN_FLAGS):
     """The task's default TrainConfig with the given flags and limits applied."""
     import dataclasses
 
     changes = {n: getattr(args, n) for n in (*names, "seed") if hasattr(args, n)}
+    changes.update(checkpoint_options(args))
     if "clip_norm" in changes:
         changes["clip_norm"] = changes["clip_norm"] or None
     limits = limits_from_args(args)
@@ -344,6 +362,21 @@ def add_command_tail(group, task: str, *, resume: bool = True) -> None:
             "options are ignored; raise --steps, --epochs or --time-budget to extend it)",
         )
     group.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
+    group.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="also checkpoint after this many seconds since the last checkpoint, so a kill "
+        "loses minutes, not an epoch (0: off; default 300)",
+    )
+    group.add_argument(
+        "--checkpoint-every-steps",
+        dest="checkpoint_every",
+        type=int,
+        metavar="N",
+        help="also checkpoint every N steps (default: at evaluations only)",
+    )
     add_threads_flag(group)
     add_device_flag(group)
     group.add_argument(
@@ -429,7 +462,8 @@ def run_training(args, task: str, make_run) -> int:
     """The shared tail of ``rnnkit train <task>``: threads, callbacks, --resume or a fresh run
     (``make_run()`` -> ``(data, model, train)`` configs), then the summary or ``--json``.
 
-    Returns the exit code: 0, or 130 when interrupted (the run keeps its checkpoint).
+    Returns the exit code: 0, or 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM,
+    129 SIGHUP; the run keeps its checkpoint).
     """
     import json
 
@@ -496,7 +530,7 @@ def run_training(args, task: str, make_run) -> int:
             f"interrupted; continue with: rnnkit train {task} --resume {done.run.path}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + (r.signal or 2)
     return 0
 
 

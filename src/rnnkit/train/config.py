@@ -39,6 +39,9 @@ class TrainConfig:
             always evaluates.
         eval_batches: evaluate on at most this many validation batches (None: all).
         checkpoint_every: extra checkpoints every this many steps (None: at evaluations only).
+        checkpoint_seconds: also checkpoint when this many seconds of wall-clock time have
+            passed since the last checkpoint (None: off), so a kill loses minutes, not an epoch.
+            Checkpoints do not change the trajectory; resumes stay exact.
         early_stopping: stop after this many evaluations without improvement (None: off).
         min_delta: improvement smaller than this does not count (early stopping, plateau).
         seed: seed of python, numpy and torch RNGs at the start of a fresh run.
@@ -61,6 +64,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int | None = None
     checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 300.0
     early_stopping: int | None = None
     min_delta: float = 0.0
     steps: int | None = None
@@ -117,6 +121,7 @@ class TrainConfig:
         positive("eval_every", self.eval_every, integer=True)
         positive("eval_batches", self.eval_batches, allow_none=True, integer=True)
         positive("checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
+        positive("checkpoint_seconds", self.checkpoint_seconds, allow_none=True)
         positive("early_stopping", self.early_stopping, allow_none=True, integer=True)
         non_negative("min_delta", self.min_delta)
         positive("steps", self.steps, allow_none=True, integer=True)

@@ -44,8 +44,9 @@ class TrainResult:
     """How training ended.
 
     ``stop_reason``: ``steps``, ``epochs``, ``time_budget``, ``early_stopping``,
-    ``interrupted`` (Ctrl-C) or a reason passed to :meth:`Trainer.request_stop`.
-    ``metrics``: the last metrics line (val_* from the last evaluation).
+    ``interrupted`` (Ctrl-C, SIGTERM or SIGHUP) or a reason passed to
+    :meth:`Trainer.request_stop`. ``metrics``: the last metrics line (val_* from the last
+    evaluation). ``signal``: the signal number that interrupted training, else None.
     """
 
     step: int
@@ -56,6 +57,7 @@ class TrainResult:
     stop_reason: str
     metrics: dict = field(default_factory=dict)
     best_val_loss: float = math.inf
+    signal: int | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -206,6 +208,8 @@ class Trainer:
         self._window = {"loss_sum": 0.0, "count": 0, "tokens": 0, "train_time": 0.0}
         self._pending: dict = {}
         self._stop_reason: str | None = None
+        self._signal: int | None = None
+        self._last_checkpoint_clock = time.monotonic()
 
     # -- public helpers for callbacks ---------------------------------------------------------
     def log(self, **fields) -> None:
@@ -381,7 +385,7 @@ class Trainer:
             if self.step % self.config.eval_every == 0:
                 self._evaluate_and_record()
                 self.save_checkpoint()
-            elif self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            elif self._checkpoint_due():
                 self.save_checkpoint()
         # A finished run ends with an evaluation; a stopped one (Ctrl-C, request_stop) only
         # checkpoints, so that resuming it reproduces the uninterrupted run's metrics exactly.
@@ -392,6 +396,23 @@ class Trainer:
         if reason == "interrupted":
             log.warning("interrupted at step %d; checkpoint saved", self.step)
         return self._result(reason)
+
+    def _checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_every`` divides the step or ``checkpoint_seconds`` of wall-clock
+        time passed since the last checkpoint (so a kill loses minutes, not an epoch). Under
+        data parallelism rank 0's clock decides for every rank, since all take part."""
+        every = self.config.checkpoint_every
+        if every and self.step % every == 0:
+            return True
+        seconds = self.config.checkpoint_seconds
+        if not seconds or self.run is None:
+            return False
+        due = time.monotonic() - self._last_checkpoint_clock >= seconds
+        if self.world_size > 1:
+            flag = torch.tensor([int(due)], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            due = bool(flag.item())
+        return due
 
     def _train_step(self, batch) -> None:
         t0 = time.perf_counter()
@@ -554,6 +575,7 @@ class Trainer:
             stop_reason=reason,
             metrics=self.history[-1] if self.history else {},
             best_val_loss=self.best_loss,
+            signal=self._signal if reason == "interrupted" else None,
         )
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -603,6 +625,7 @@ class Trainer:
         )
         save_tensors(self.run.model_path, self.task.state_dict())
         self.last_checkpoint_step = self.step
+        self._last_checkpoint_clock = time.monotonic()
         for cb in self.callbacks:
             cb.on_checkpoint(self)
 
@@ -649,7 +672,13 @@ class Trainer:
         self.history = kept
         log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch, self.batch_index)
 
-    # -- Ctrl-C -----------------------------------------------------------------------------------
+    # -- Ctrl-C, SIGTERM, SIGHUP ------------------------------------------------------------------
+    # Schedulers preempt with SIGTERM (Slurm, Kubernetes, spot instances); a closed terminal sends
+    # SIGHUP. Each finishes the step, checkpoints and stops like Ctrl-C; a second one aborts.
+    STOP_SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    )
+
     def _install_sigint(self):
         if threading.current_thread() is not threading.main_thread():
             return None
@@ -658,10 +687,15 @@ class Trainer:
             if self._stop_reason == "interrupted":
                 raise KeyboardInterrupt
             self._stop_reason = "interrupted"
-            log.warning("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+            self._signal = signum
+            log.warning(
+                "%s: saving a checkpoint after this step (again to abort)",
+                signal.Signals(signum).name,
+            )
 
-        return signal.signal(signal.SIGINT, handler)
+        return {signum: signal.signal(signum, handler) for signum in self.STOP_SIGNALS}
 
     def _restore_sigint(self, previous) -> None:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
