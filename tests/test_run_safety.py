@@ -275,3 +275,94 @@ def test_checkpoint_flags(tmp_path, capsys):
     assert main([*LM_ARGV, "--steps", "2", "--out", str(tmp_path / "b"), "--checkpoint-every",
                  "-1"]) == 2  # fmt: skip
     assert "error: --checkpoint-every must be >= 0" in capsys.readouterr().err
+
+
+# -- item 4: --resume checks what it resumes ----------------------------------------------------
+TASK_ARGS = {
+    "lm": ["--text", str(TEXT)],
+    "tag": ["--data", str(FIXTURES / "tag" / "train.txt")],
+    "seq2seq": ["--pairs", str(FIXTURES / "seq2seq" / "dates.tsv")],
+    "classify": ["--csv", str(FIXTURES / "classify" / "text" / "reviews.csv")],
+    "forecast": ["--csv", str(FIXTURES / "forecast" / "sales.csv"), "--target", "sales"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASK_ARGS))
+def test_out_with_resume_is_refused_for_every_task(tmp_path, capsys, task):
+    argv = ["train", task, *TASK_ARGS[task], "--resume", str(tmp_path / "run")]
+    assert main([*argv, "--out", str(tmp_path / "other"), "--steps", "9"]) == 2
+    assert "--resume writes into the run it continues; drop --out" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
+def test_resume_refuses_changed_training_options_unless_override(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*LM_ARGV, "--steps", "2", "--lr", "0.01", "--out", str(out)]) == 0
+    before = snapshot(out)
+    resume = ["train", "lm", "--resume", str(out), "--steps", "4", "--no-progress"]
+    assert main([*resume, "--lr", "0.1", "--clip-norm", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr: run 0.01, given 0.1" in err and "clip_norm" in err
+    assert "--override" in err and snapshot(out) == before
+    assert main([*resume, "--lr", "0.01"]) == 0  # the same value is no difference
+    assert main([*resume, "--steps", "6", "--lr", "0.1", "--override"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["lr"] == 0.1
+
+
+def test_resume_refuses_model_options_that_differ(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*LM_ARGV, "--steps", "2", "--out", str(out)]) == 0
+    before = snapshot(out)
+    argv = ["train", "lm", "--resume", str(out), "--steps", "4", "--hidden-size", "16"]
+    assert main([*argv, "--override"]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_size: run 8, given 16" in err and err.count("\n") == 1
+    assert snapshot(out) == before
+    same = ["train", "lm", "--resume", str(out), "--steps", "4", "--hidden-size", "8"]
+    assert main([*same, "--text", str(TEXT), "--no-progress"]) == 0
+
+
+def test_resume_refuses_a_config_edited_since_the_checkpoint(tmp_path):
+    done = small_lm(tmp_path / "run", steps=2, lr=0.01)
+    config = json.loads(done.run.config_path.read_text())
+    config["train"]["lr"] = 0.5
+    done.run.config_path.write_text(json.dumps(config))
+    with pytest.raises(InvalidInputError, match="lr: checkpoint 0.01, config.json 0.5"):
+        runs.resume_run(done.run.path, limits={"steps": 4})
+    assert runs.resume_run(done.run.path, limits={"steps": 4}, override=True).result.step == 4
+
+
+def test_a_run_stopped_by_its_time_budget_resumes_to_the_given_steps(tmp_path, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from rnnkit.train import trainer
+
+    clock = iter(range(0, 10**6, 100))  # 100 s per reading: the 180 s budget is gone at once
+    fake = SimpleNamespace(monotonic=lambda: float(next(clock)), perf_counter=time.perf_counter)
+    monkeypatch.setattr(trainer, "time", fake)
+    part = runs.train_run(
+        "lm",
+        tmp_path / "run",
+        data=TextData(text=str(TEXT), batch_size=2, bptt=10),
+        model=LMConfig(embedding_size=4, hidden_size=8, num_layers=1),
+        train=TrainConfig(time_budget=180, eval_every=2, checkpoint_seconds=None),
+    )
+    assert part.result.stop_reason == "time_budget" and part.result.step < 6
+    monkeypatch.undo()
+    done = runs.resume_run(part.run.path, limits={"steps": 6})
+    assert done.result.step == 6 and done.result.stop_reason == "steps"
+
+
+def test_raising_the_limit_of_a_cosine_run_does_not_jump_the_learning_rate(tmp_path):
+    done = small_lm(tmp_path / "run", steps=4, lr=0.01, schedule="cosine")
+    lrs = [json.loads(x)["lr"] for x in done.run.metrics_path.read_text().splitlines()]
+    runs.resume_run(done.run.path, limits={"steps": 8})
+    records = [json.loads(line) for line in done.run.metrics_path.read_text().splitlines()]
+    after = [r["lr"] for r in records if r["step"] > 4]
+    assert after and max(after) <= lrs[-1] + 1e-12  # finished cosine: stays at its floor
+    # stopped part-way on its way to a floor of half the peak: it anneals on, never rises
+    half = small_lm(tmp_path / "half", steps=4, lr=0.01, schedule="cosine", min_lr_ratio=0.5)
+    runs.resume_run(half.run.path, limits={"steps": 8})
+    lr = [json.loads(x)["lr"] for x in half.run.metrics_path.read_text().splitlines()]
+    assert all(b <= a + 1e-12 for a, b in zip(lr, lr[1:]))  # never rises again

@@ -306,6 +306,10 @@ class _DiscardReplaced(Callback):
             self.run.discard_replaced()
 
 
+# Training options that do not change the trajectory: limits and when checkpoints are written.
+FREE_ON_RESUME = ("steps", "epochs", "time_budget", "checkpoint_every", "checkpoint_seconds")
+
+
 def resume_run(
     path: str | os.PathLike,
     *,
@@ -314,27 +318,83 @@ def resume_run(
     task: str | None = None,
     device: str = "cpu",
     precision: str = "32",
+    changes: dict | None = None,
+    override: bool = False,
 ) -> RunResult:
     """Continue a run from its last checkpoint with its own settings; ``limits`` may change
-    ``steps``, ``epochs`` or ``time_budget``. The data must be unchanged (same SHA-256).
-    ``task``: if given, the task the run must be; ``device``/``precision`` as
-    :func:`train_run` (a run may resume on another device, not with another world size)."""
+    ``steps``, ``epochs`` or ``time_budget`` (and ``checkpoint_every``/``checkpoint_seconds``).
+    A limit that already stopped the run and is not given is dropped, so a run stopped by its
+    time budget and resumed with ``steps=N`` trains to N; the schedule continues without a jump
+    (see :meth:`rnnkit.train.Trainer._schedule_progress`). The data must be unchanged (same
+    SHA-256). ``task``: if given, the task the run must be; ``device``/``precision`` as
+    :func:`train_run` (a run may resume on another device, not with another world size).
+
+    ``changes``: other training options the caller asked for. They, and any difference between
+    ``config.json``'s training options and those the checkpoint was written with, change the
+    trajectory: :class:`InvalidInputError` lists them unless ``override``, which applies them.
+    """
+    from rnnkit.train.checkpoint import find_checkpoint
+
     _join_processes(device, precision, None)
     run = RunDir.for_resume(path)
     config = run.read_config()
     _check_task(run, config, task)
     spec = task_spec(config["task"])
+    saved = config.get("train")
+    if not isinstance(saved, dict):
+        raise InvalidInputError(f"{run.config_path}: no training options ('train'); not a run")
+    folder = find_checkpoint(run.path)
+    state = read_json(folder / "state.json") if folder is not None else {}
+    state = state if isinstance(state, dict) else {}
+    differences = _differences(state.get("config"), saved, "checkpoint", "config.json")
+    differences += _differences(saved, changes or {}, "run", "given")
+    if differences and not override:
+        raise InvalidInputError(
+            f"--resume {run.path} continues with the run's own settings, and these differ: "
+            f"{'; '.join(differences)}; drop the options, or pass --override to apply them"
+        )
     try:
-        train = TrainConfig.from_dict(config["train"])
-        if limits:
-            train = train.replace(**limits)
+        train = TrainConfig.from_dict(saved)
+        updates = {**(changes or {}), **(limits or {})}
+        for name in ("steps", "epochs", "time_budget"):  # a limit that stopped the run goes
+            raised = any(k in (limits or {}) for k in ("steps", "epochs", "time_budget"))
+            if name not in updates and raised and _reached(name, getattr(train, name), state):
+                updates[name] = None
+        if updates:
+            train = train.replace(**updates)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"{run.config_path}: bad training options ({exc})") from None
     prepared = _reload_data(spec, run, config, seed=train.seed)
     task = _build_saved(spec, run, config)
-    if limits and distributed.is_main():
+    if train.to_dict() != saved and distributed.is_main():
         atomic_write_json(run.config_path, {**config, "train": train.to_dict()})
     return _fit(spec, task, train, prepared, run, callbacks, True, device, precision)
+
+
+def _reached(name: str, limit, state: dict) -> bool:
+    """Whether the checkpoint ``state`` has used up the limit ``name`` (value ``limit``)."""
+    if limit is None:
+        return False
+    used = {"steps": "step", "epochs": "epoch", "time_budget": "elapsed"}[name]
+    value = state.get(used)
+    return isinstance(value, int | float) and value >= limit
+
+
+def _differences(base, other: dict, base_name: str, other_name: str) -> list[str]:
+    """``name: base_name X, other_name Y`` for each trajectory option of ``other`` that differs
+    from ``base`` (limits and checkpoint timing are free to change)."""
+    if not isinstance(base, dict):
+        return []
+    out = []
+    for key in sorted(other):
+        if key in FREE_ON_RESUME:
+            continue
+        a, b = base.get(key), other[key]
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            a, b = list(a), list(b)
+        if a != b:
+            out.append(f"{key}: {base_name} {a!r}, {other_name} {b!r}")
+    return out
 
 
 def _join_processes(device: str, precision: str, batch_size: int | None) -> None:

@@ -358,8 +358,15 @@ def add_command_tail(group, task: str, *, resume: bool = True) -> None:
         group.add_argument(
             "--resume",
             metavar="RUN_DIR",
-            help="continue this run from its last checkpoint with its own settings (other "
-            "options are ignored; raise --steps, --epochs or --time-budget to extend it)",
+            help="continue this run from its last checkpoint with its own settings (raise "
+            "--steps, --epochs or --time-budget to extend it; other options that differ from "
+            "the run's are refused unless --override)",
+        )
+        group.add_argument(
+            "--override",
+            action="store_true",
+            help="with --resume: apply training options that differ from the run's (changes "
+            "its trajectory; the model and data stay the run's)",
         )
     group.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default 0)")
     group.add_argument(
@@ -483,13 +490,21 @@ def run_training(args, task: str, make_run) -> int:
     if args.resume:
         if args.out is not None:
             raise UsageError("--resume writes into the run it continues; drop --out")
+        changes, fixed = _resume_changes(args, args.resume)
+        if fixed:
+            raise UsageError(
+                f"--resume {args.resume} keeps the run's model and data; these options differ "
+                f"from the run's: {'; '.join(fixed)}; drop them"
+            )
         done = runs.resume_run(
             args.resume,
-            limits=limits_from_args(args),
+            limits={**limits_from_args(args), **checkpoint_options(args)},
             callbacks=callbacks,
             task=task,
             device=args.device,
             precision=args.precision,
+            changes=changes,
+            override=args.override,
         )
     else:
         data, model, train = make_run()
@@ -532,6 +547,87 @@ def run_training(args, task: str, make_run) -> int:
         )
         return 128 + (r.signal or 2)
     return 0
+
+
+# Flags of the shared tail that --resume takes as they are (limits, checkpoint timing, where
+# and how to run, output).
+RESUME_FREE = {
+    "resume", "override", "out", "force", "threads", "device", "precision", "nproc", "progress",
+    "json", "checkpoint_seconds", "checkpoint_every", *LIMITS,
+}  # fmt: skip
+
+
+def _given_dests(args) -> list[str]:
+    """The destinations of the flags given on the command line (``--x-y`` / ``--no-x-y``)."""
+    dests = []
+    for arg in getattr(args, "argv", []):
+        if not arg.startswith("--") or arg == "--":
+            continue
+        dest = arg[2:].split("=", 1)[0].replace("-", "_")
+        if not hasattr(args, dest) and dest.startswith("no_"):
+            dest = dest[3:]
+        if hasattr(args, dest) and dest not in dests:
+            dests.append(dest)
+    return dests
+
+
+def _resume_changes(args, path) -> tuple[dict, list[str]]:
+    """``(training changes, differences that cannot apply)`` of the flags given with
+    ``--resume``: training options go to :func:`rnnkit.runs.resume_run` (refused there unless
+    ``--override``); model and data options that differ from the run's are listed."""
+    import dataclasses
+
+    from rnnkit.io import RunDir
+    from rnnkit.train import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = [d for d in _given_dests(args) if d not in RESUME_FREE]
+    if not given:
+        return {}, []
+    run = RunDir.for_resume(path)
+    config = run.read_config()
+    changes, fixed = {}, []
+    for dest in given:
+        value = getattr(args, dest)
+        if dest in names:
+            changes[dest] = value or None if dest == "clip_norm" else value
+            continue
+        recorded = _recorded(config, dest)
+        if recorded is _MISSING:
+            fixed.append(f"--{dest.replace('_', '-')} (not an option of the run)")
+        elif not _same_value(recorded, value):
+            fixed.append(f"{dest}: run {recorded!r}, given {value!r}")
+    return changes, fixed
+
+
+_MISSING = object()
+
+
+def _recorded(config: dict, dest: str):
+    for part in ("model", "data"):
+        section = config.get(part)
+        if isinstance(section, dict):
+            if dest in section:
+                return section[dest]
+            options = section.get("layer_options")
+            if isinstance(options, dict) and dest in options:
+                return options[dest]
+    return _MISSING
+
+
+def _same_value(recorded, value) -> bool:
+    if recorded == value:
+        return True
+    if isinstance(recorded, list | tuple) and isinstance(value, list | tuple):
+        return list(recorded) == list(value)
+    if isinstance(recorded, str) and isinstance(value, str):  # the same file named otherwise
+        import os
+
+        try:
+            return os.path.samefile(recorded, value)
+        except OSError:
+            return False
+    return False
 
 
 def _relaunch(args) -> int:

@@ -209,6 +209,8 @@ class Trainer:
         self._pending: dict = {}
         self._stop_reason: str | None = None
         self._signal: int | None = None
+        # (q0, p0): progress under this config / under the checkpoint's, where limits were raised.
+        self._progress_map: tuple[float, float] | None = None
         self._last_checkpoint_clock = time.monotonic()
 
     # -- public helpers for callbacks ---------------------------------------------------------
@@ -247,6 +249,19 @@ class Trainer:
         if c.time_budget is not None:
             p = max(p, self.elapsed / c.time_budget)
         return min(p, 1.0)
+
+    # -- raised limits on resume (a separate concern from the loop) -------------------------------
+    def _schedule_progress(self) -> float:
+        """Progress the schedule sees. When a resume raised the limits, progress under the new
+        limits restarts lower (q0 < p0): the schedule continues from p0 and covers the rest,
+        p0 + (1 - p0) * (q - q0) / (1 - q0), so the learning rate never jumps. A cosine schedule
+        that had finished (p0 = 1) stays at its floor, ``min_lr_ratio * lr``; one stopped part-way
+        anneals the rest of the way over the new remaining budget."""
+        q = self.progress()
+        if self._progress_map is None:
+            return q
+        q0, p0 = self._progress_map
+        return p0 + (1 - p0) * (q - q0) / (1 - q0) if q0 < 1 else p0
 
     def autocast(self):
         """The autocast context of the trainer's precision (a no-op for ``32``)."""
@@ -418,7 +433,7 @@ class Trainer:
         t0 = time.perf_counter()
         for cb in self.callbacks:
             cb.on_step_start(self, self.step)
-        self.lr = self.config.lr * self.schedule.factor(self.step, self.progress())
+        self.lr = self.config.lr * self.schedule.factor(self.step, self._schedule_progress())
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -616,6 +631,8 @@ class Trainer:
                 "lr": self.lr,
                 "window": self._window,
                 "schedule": self.schedule.state_dict(),
+                "progress": self._schedule_progress(),
+                "progress_map": self._progress_map,
                 "config": self.config.to_dict(),
                 "device": str(self.device),
                 "precision": self.precision,
@@ -656,6 +673,12 @@ class Trainer:
         self.lr, self._window = s["lr"], dict(s["window"])
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
+        if s.get("progress") is not None:  # checkpoints from before raised-limit handling lack it
+            saved = s.get("progress_map")
+            self._progress_map = tuple(saved) if saved is not None else None
+            if self._schedule_progress() != s["progress"]:  # the limits changed since
+                q = self.progress()
+                self._progress_map = (q, s["progress"]) if q < s["progress"] or saved else None
         if self.rank == 0:
             carry, rng_json, rng_tensors = ckpt["carry"], s["rng"], ckpt["tensors"]
         else:
