@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
@@ -79,6 +78,7 @@ def register(subparsers) -> None:
         default=True,
         help="write the PNG (default yes)",
     )
+    output.add_argument("--force", action="store_true", help="replace an existing PNG")
     output.add_argument(
         "--json", action="store_true", help="print one JSON object and nothing else"
     )
@@ -190,26 +190,33 @@ def _inputs_for(task, layer, args, generator):
 def run(args) -> int:
     import torch
 
+    from rnnkit.cli.outputs import check_new_file, writing
     from rnnkit.diagnostics import format_table, plot_gradient_flow
 
     _check(args)
+    default_png = Path("gradient_flow.png") if args.run_dir is None else None
+    if default_png is None:
+        default_png = Path(args.run_dir) / "gradient_flow.png"
+    png = args.png or default_png
+    if args.plot:
+        check_new_file("--png", png, force=args.force)  # before the work, not after it
     torch.set_num_threads(args.threads)
     if args.run_dir is not None:
         diagnoses, skipped = diagnose_run(args)
-        default_png = args.run_dir / "gradient_flow.png"
     else:
         diagnoses, skipped = diagnose_fresh(args)
-        default_png = Path("gradient_flow.png")
-    png = args.png or default_png
     if args.plot and diagnoses:
-        plot_gradient_flow(diagnoses, png)
+        with writing(png):
+            plot_gradient_flow(diagnoses, png)
     if args.json:
         payload = {
             "diagnoses": [d.to_dict() for d in diagnoses],
             "skipped": skipped,
             "png": str(png) if args.plot else None,
         }
-        print(json.dumps(payload))
+        from rnnkit.io import json_line
+
+        print(json_line(payload))
         return 0
     print(format_table(diagnoses))
     for item in skipped:

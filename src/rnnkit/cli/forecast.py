@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from rnnkit.errors import InvalidInputError
 
@@ -41,26 +40,23 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from rnnkit import runs
+    from rnnkit.cli.outputs import check_new_file, writing
     from rnnkit.io import atomic_write_text
     from rnnkit.tasks.forecaster import forecast_table, plot_recent
 
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
-        if value is None:
-            continue
-        path = Path(value)
-        if path.is_dir():
-            raise InvalidInputError(f"{flag} {path} is a directory; give a file name")
-        if path.exists() and not args.force:
-            raise InvalidInputError(f"{flag} {path} exists; pass --force to replace it")
+        check_new_file(flag, value, force=args.force)
     if args.plot and not args.all:
         raise InvalidInputError("--plot draws forecasts against actuals; add --all")
     loaded = runs.load_run(args.run_dir, task="forecast")
     table = forecast_table(loaded, args.csv, every_origin=args.all)
     text = table.to_csv(index=False, float_format="%.6g")
     if args.plot:
-        plot_recent(loaded, args.csv, args.plot)
+        with writing(args.plot):
+            plot_recent(loaded, args.csv, args.plot)
     if args.out:
-        atomic_write_text(args.out, text)
+        with writing(args.out):
+            atomic_write_text(args.out, text)
         print(f"{len(table)} forecasts written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rnnkit.cli.main import UsageError
 from rnnkit.cli.options import add_json_flag
@@ -61,7 +60,9 @@ def run(args) -> int:
     )
     predictions = predict(loaded, items, batch_size=args.batch_size)
     if args.json:
-        print(json.dumps({"predictions": predictions}, ensure_ascii=False))
+        from rnnkit.io import json_line
+
+        print(json_line({"predictions": predictions}))
         return 0
     names = [f"case {i + 1}" for i in range(len(items))] if args.ts else map(_short, items)
     for name, p in zip(names, predictions):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
@@ -66,7 +65,9 @@ def run(args) -> int:
     tags = tag_words(runs.load_run(args.run_dir, task="tag"), sentences, batch_size=args.batch_size)
     if args.json:
         payload = {"sentences": [{"words": s, "tags": t} for s, t in zip(sentences, tags)]}
-        print(json.dumps(payload, ensure_ascii=False))
+        from rnnkit.io import json_line
+
+        print(json_line(payload))
         return 0
     for words, row in zip(sentences, tags):
         print(" ".join(f"{w}/{t}" for w, t in zip(words, row)))

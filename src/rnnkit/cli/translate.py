@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from rnnkit.cli.main import UsageError
@@ -30,6 +29,7 @@ def register(subparsers) -> None:
         "--max-length", type=int, help="longest output in characters (default: the run's)"
     )
     parser.add_argument("--heatmap", metavar="PNG", help="write the first input's attention here")
+    parser.add_argument("--force", action="store_true", help="replace an existing --heatmap")
     parser.add_argument(
         "--json",
         action="store_true",
@@ -47,11 +47,14 @@ def _inputs(args) -> list[str]:
 
     path = Path(args.file)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the first line.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InvalidInputError(f"--file {path} does not exist") from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"--file {path} is not a UTF-8 text file ({exc})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"--file {path}: cannot read ({exc.strerror or exc})") from None
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise InvalidInputError(f"--file {path} has no non-empty lines")
@@ -60,12 +63,14 @@ def _inputs(args) -> list[str]:
 
 def run(args) -> int:
     from rnnkit import runs
+    from rnnkit.cli.outputs import check_new_file, writing
     from rnnkit.tasks.seq2seq import plot_attention, translate
 
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     if args.max_length is not None and args.max_length < 1:
         raise UsageError(f"--max-length must be >= 1, got {args.max_length}")
+    check_new_file("--heatmap", args.heatmap, force=args.force)
     loaded = runs.load_run(args.run_dir, task="seq2seq")
     model, vocab = loaded.task, loaded.encoders
     if args.heatmap and model.attention is None:
@@ -73,7 +78,8 @@ def run(args) -> int:
     texts = _inputs(args)
     results = translate(model, vocab, texts, beam=args.beam, max_length=args.max_length)
     if args.heatmap:
-        plot_attention(results[0]["attention"], texts[0], results[0]["output"], args.heatmap)
+        with writing(args.heatmap):
+            plot_attention(results[0]["attention"], texts[0], results[0]["output"], args.heatmap)
     if args.json:
         payload = {
             "run": str(args.run_dir),
@@ -82,7 +88,9 @@ def run(args) -> int:
         }
         if args.heatmap:
             payload["heatmap"] = args.heatmap
-        print(json.dumps(payload, ensure_ascii=False))
+        from rnnkit.io import json_line
+
+        print(json_line(payload))
         return 0
     for text, result in zip(texts, results):
         print(result["output"] if len(texts) == 1 else f"{text}\t{result['output']}")
