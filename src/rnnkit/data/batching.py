@@ -52,7 +52,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     >>> epoch_seed(0, 3), epoch_seed(2, 1)
     (3, 2000007)
     """
-    return seed * EPOCH_SEED_STRIDE + epoch
+    # Reduced modulo 2**64, the range torch.Generator.manual_seed accepts: unchanged for every
+    # seed below ~1.8e13, and a larger --seed no longer overflows the generator at epoch 0.
+    return (seed * EPOCH_SEED_STRIDE + epoch) % 2**64
 
 
 class Shuffler:

@@ -78,7 +78,7 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     if not path.is_file():
         raise InvalidInputError(f"pairs file {path} is not a file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise InvalidInputError(

@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import lzma
 import os
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -58,6 +60,7 @@ from torch import Tensor
 
 from rnnkit.data.batching import IndexBatches
 from rnnkit.data.packages import package_file
+from rnnkit.data.textclass import channel_vectors
 from rnnkit.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -194,7 +197,15 @@ def read_series_csv(
         )
     except pd.errors.EmptyDataError:
         raise InvalidInputError(f"{path} is empty; it needs a header line and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as exc:
+    except (
+        pd.errors.ParserError,
+        UnicodeDecodeError,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,  # a corrupt .gz fails inside the decompressor
+        lzma.LZMAError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(f"{path} is not a readable CSV file ({first})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -373,9 +384,8 @@ class Scaler:
 
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
-        return cls(
-            mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64)
-        )
+        mean, std = channel_vectors(d, "scaler", "mean", "std")
+        return cls(mean=mean, std=std)
 
 
 # -- transforms ------------------------------------------------------------------------------
@@ -538,6 +548,18 @@ class ForecastData:
                     f"--horizon {c.horizon}; use a longer series, a shorter window or horizon, "
                     "or other split fractions"
                 )
+            if name != "train":
+                # Scores compare forecasts with observed targets only; a span whose targets
+                # are all gaps would fail after training, so refuse it before.
+                origins = self._origins(s, e)
+                rows = np.arange(origins[0] + 1, origins[-1] + c.horizon + 1)
+                if np.isnan(self.levels[rows]).all():
+                    raise InvalidInputError(
+                        f"{self.source}: the {name} span (lines {self.lines[rows[0]]}-"
+                        f"{self.lines[rows[-1]]}) has no observed {c.target!r} value to score "
+                        "against; fill those rows, remove them, or change "
+                        "--val-fraction/--test-fraction"
+                    )
         return spans
 
     def _origins(self, start: int, end: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import logging
 import lzma
 import pathlib
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ class LabelEncoder:
     """
 
     def __init__(self, classes: Sequence[str]) -> None:
+        if not isinstance(classes, list | tuple) or not all(isinstance(c, str) for c in classes):
+            raise ValueError(f"classes must be a list of names; got {classes!r}")
         self.classes = [str(c) for c in classes]
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("class names must be unique")
@@ -114,6 +117,29 @@ class LabelEncoder:
         return cls(obj["classes"])
 
 
+def channel_vectors(obj, where: str, *names: str) -> list[np.ndarray]:
+    """The float vectors ``obj[name]`` of a saved scaler (mean, std …): 1-D, one length, finite,
+    a positive std; ValueError naming ``where`` otherwise (a crafted or damaged file)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    vectors = []
+    for name in names:
+        try:
+            v = np.asarray(obj[name], dtype=np.float64)
+        except KeyError:
+            raise ValueError(f"{where}: {name!r} is missing") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {name!r} must be a list of numbers") from None
+        if v.ndim != 1 or len(v) == 0 or not np.isfinite(v).all():
+            raise ValueError(f"{where}: {name!r} must be a non-empty list of finite numbers")
+        vectors.append(v)
+    if len({len(v) for v in vectors}) != 1:
+        raise ValueError(f"{where}: {', '.join(names)} have different lengths")
+    if "std" in names and not (vectors[names.index("std")] > 0).all():
+        raise ValueError(f"{where}: 'std' must be positive")
+    return vectors
+
+
 def _natural_key(label: str):
     """Numbers in numeric order ("2" before "10"), then text."""
     try:
@@ -133,7 +159,8 @@ class TextExamples:
 
 def _open_text(path: pathlib.Path):
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
-    return opener(path, "rt", encoding="utf-8", newline="")
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, not part of the header.
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
 
 
 def check_file(path) -> pathlib.Path:
@@ -200,8 +227,11 @@ def read_text_csv(
         raise InvalidInputError(
             f"{path}: not valid UTF-8 at byte {exc.start} of a decoded block; save it as UTF-8"
         ) from None
-    except (OSError, EOFError, csv.Error) as exc:
-        raise InvalidInputError(f"{path}: cannot read as CSV ({exc})") from None
+    except (OSError, EOFError, csv.Error, zlib.error, lzma.LZMAError) as exc:
+        # A truncated or corrupt .gz/.bz2/.xz fails inside the decompressor.
+        raise InvalidInputError(
+            f"{path}: cannot read as CSV ({exc}); if it is compressed, check the file is complete"
+        ) from None
     if not texts:
         raise InvalidInputError(f"{path}: no examples after the header")
     return TextExamples(texts, labels, rows)
@@ -364,8 +394,12 @@ class TextEncoder:
     ) -> None:
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 or None; got {max_length}")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(f"max_length must be an integer >= 1 or None; got {max_length!r}")
+        if not isinstance(lowercase, bool):
+            raise ValueError(f"lowercase must be true or false; got {lowercase!r}")
         if vocab.specials != (PAD, UNKNOWN):
             raise ValueError(
                 f"a text vocabulary has the specials {[PAD, UNKNOWN]}; got {list(vocab.specials)}"
@@ -407,5 +441,5 @@ class TextEncoder:
         vocab = TokenVocab.from_json(obj, where)
         try:
             return cls(vocab, obj["level"], obj["lowercase"], obj.get("max_length"))
-        except (KeyError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"{where}: text encoder is malformed ({exc!r})") from None

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnkit.data.packages import package_dir
-from rnnkit.data.textclass import check_file
+from rnnkit.data.textclass import channel_vectors, check_file
 from rnnkit.errors import InvalidInputError
 
 SKTIME_DATASETS = ("JapaneseVowels", "BasicMotions")
@@ -66,9 +66,12 @@ def read_ts(path, like: TsData | None = None, labelled: bool = True) -> TsData:
     in_data = False
     dims = None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the first header line.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path}: not valid UTF-8 at byte {exc.start}") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     for line_number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -86,10 +89,15 @@ def read_ts(path, like: TsData | None = None, labelled: bool = True) -> TsData:
                     raise InvalidInputError(
                         f"{path}: @timeStamps true is not supported; give plain value lists"
                     )
-                has_label = header.get("classlabel", "true").split()[0].lower() == "true"
-                labelled = labelled and has_label
+                flag = header.get("classlabel", "true").split()[:1]
+                if not flag or flag[0].lower() not in ("true", "false"):
+                    raise InvalidInputError(
+                        f"{path}: @classLabel needs 'true' followed by the class names, or "
+                        f"'false'; got {('@classLabel ' + header['classlabel']).strip()!r}"
+                    )
+                labelled = labelled and flag[0].lower() == "true"
                 if "dimensions" in header:
-                    dims = int(header["dimensions"])
+                    dims = _positive_int(header["dimensions"], path, "@dimensions")
                 continue
             header[key] = value.strip()
             continue
@@ -115,11 +123,20 @@ def read_ts(path, like: TsData | None = None, labelled: bool = True) -> TsData:
                     "not supported; fill or drop them first"
                 )
             try:
-                channels.append(np.asarray([float(v) for v in values], dtype=np.float32))
+                channel = np.asarray([float(v) for v in values], dtype=np.float64)
             except ValueError:
                 raise InvalidInputError(
                     f"{path}: line {line_number}, dimension {c + 1}: a value is not a number"
                 ) from None
+            # float() reads "-nan", "+nan", "inf"; 1e39 overflows float32: refuse them all.
+            bad = ~np.isfinite(channel) | (np.abs(channel) > np.finfo(np.float32).max)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidInputError(
+                    f"{path}: line {line_number}, dimension {c + 1}, value {i + 1} is "
+                    f"{values[i].strip()!r}, not a finite float32 number; fix or drop the case"
+                )
+            channels.append(channel.astype(np.float32))
         lengths = {len(ch) for ch in channels}
         if len(lengths) != 1:
             raise InvalidInputError(
@@ -148,6 +165,16 @@ def read_ts(path, like: TsData | None = None, labelled: bool = True) -> TsData:
         path=str(path),
         lengths=[len(s) for s in series],
     )
+
+
+def _positive_int(value: str, path, what: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidInputError(f"{path}: {what} must be a positive integer, got {value!r}")
+    return number
 
 
 class Standardizer:
@@ -185,4 +212,4 @@ class Standardizer:
 
     @classmethod
     def from_json(cls, obj: dict) -> Standardizer:
-        return cls(obj["mean"], obj["std"])
+        return cls(*channel_vectors(obj, "series scaler", "mean", "std"))

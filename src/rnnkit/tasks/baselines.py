@@ -119,7 +119,14 @@ class LinearAR:
     @classmethod
     def from_dict(cls, d: dict) -> LinearAR:
         ar = cls(d["order"])
-        ar.coef = None if d.get("coef") is None else np.asarray(d["coef"], dtype=np.float64)
+        # A saved baseline is a fitted one: coef [1 + order, H], finite (a crafted or damaged
+        # series.json is refused here rather than failing when the baselines are scored).
+        coef = np.asarray(d["coef"], dtype=np.float64)
+        if coef.ndim != 2 or coef.shape[0] != 1 + (ar.order or 0) or not np.isfinite(coef).all():
+            raise ValueError(
+                f"AR coef must be finite numbers of shape [1 + order, H]; got {coef.shape}"
+            )
+        ar.coef = coef
         return ar
 
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from rnnkit.config import Config
 from rnnkit.layers import make_layer
-from rnnkit.tasks.base import CELLS, StepOutput, Task
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_layer_options
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class ClassifierConfig(Config):
     layer_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if (self.vocab_size is None) == (self.input_size is None):
             raise ValueError("set exactly one of vocab_size (token input) and input_size (series)")
         for name in ("num_classes", "embedding_size", "hidden_size", "num_layers"):
@@ -103,6 +104,13 @@ class ClassifierConfig(Config):
         for name in ("dropout", "input_dropout", "output_dropout", "token_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)}")
+        if self.vocab_size is not None:
+            for name in ("padding_idx", "unknown_idx"):
+                if not 0 <= getattr(self, name) < self.vocab_size:
+                    raise ValueError(
+                        f"{name} must be in [0, vocab_size {self.vocab_size}); "
+                        f"got {getattr(self, name)}"
+                    )
 
     @classmethod
     def from_dict(cls, obj: dict, *, strict: bool = True) -> ClassifierConfig:
@@ -163,6 +171,7 @@ class Classifier(Task):
             features = c.conv_channels
         else:
             self.conv = None
+        check_layer_options(c.layer_options)
         self.encoder = make_layer(
             c.cell,
             features,

@@ -55,6 +55,7 @@ from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.tasks.base import check_field_types
 from rnnkit.tasks.classifier import (
     POOLINGS,
     Classifier,
@@ -159,6 +160,7 @@ class ClassifyData(Config):
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.skip_labels = list(self.skip_labels)
         if (self.csv is None) == (self.ts_train is None):
             raise ValueError("give exactly one of csv (text) and ts_train (series)")
@@ -241,6 +243,7 @@ class ClassifyModel(Config):
     layer_options: dict = field(default_factory=dict, metadata={"flag": False})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("hidden_size", "num_layers", "conv_kernel_size", "conv_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -329,6 +332,11 @@ def _split(n: int, data: ClassifyData, seed: int, saved: dict | None, ids: list[
         except KeyError as exc:
             raise InvalidInputError(
                 f"the recorded split names row/case {exc.args[0]}, which the data no longer has"
+            ) from None
+        except TypeError:
+            raise InvalidInputError(
+                "the run's split.json is malformed (each of train, val, test must be a list of "
+                "row/case numbers); restore it or train again"
             ) from None
     test_fraction = 0.0 if data.has_test_file else data.test_fraction
     return split_indices(n, float(data.val_fraction), float(test_fraction), seed=seed)

@@ -66,7 +66,14 @@ from rnnkit.runs import (
     resume_run,
     train_run,
 )
-from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
+from rnnkit.tasks.base import (
+    CELLS,
+    StepOutput,
+    Task,
+    check_field_types,
+    check_layer_options,
+    check_positive_ints,
+)
 from rnnkit.tasks.baselines import LinearAR, baseline_forecasts, forecast_metrics, up_fraction
 from rnnkit.train import Callback, TrainConfig, TrainResult
 
@@ -112,6 +119,7 @@ class Forecaster(Task):
         self.input_size, self.horizon, self.cell = input_size, horizon, cell
         self.hidden_size, self.num_layers, self.dropout_p = hidden_size, num_layers, dropout
         self.layer_options = dict(layer_options or {})
+        check_layer_options(self.layer_options)
         self.rnn = make_layer(
             cell,
             input_size,
@@ -386,7 +394,9 @@ class SeriesData(Config):
     def __post_init__(self) -> None:
         if isinstance(self.features, str):
             self.features = tuple(c.strip() for c in self.features.split(",") if c.strip())
-        self.features = tuple(self.features or ())
+        if self.features is None or isinstance(self.features, list | tuple):
+            self.features = tuple(self.features or ())
+        check_field_types(self)
         if self.csv is not None and self.dataset is not None:
             raise ValueError("give either a CSV file (--csv) or a packaged --dataset, not both")
         if self.csv is None and self.dataset is None:
@@ -473,6 +483,7 @@ class ForecasterConfig(Config):
     layer_options: dict = field(default_factory=dict, metadata={"flag": False})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_positive_ints(hidden_size=self.hidden_size, num_layers=self.num_layers)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")

@@ -46,7 +46,14 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.layers import make_layer
 from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
-from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
+from rnnkit.tasks.base import (
+    CELLS,
+    StepOutput,
+    Task,
+    check_field_types,
+    check_layer_options,
+    check_positive_ints,
+)
 from rnnkit.tasks.lm_defaults import LM_DEFAULTS, LM_TIME_BUDGET
 from rnnkit.train import Callback, TrainConfig, TrainResult
 
@@ -100,6 +107,7 @@ class LanguageModel(Task):
         self.dropout = dropout
         self.tie_weights = bool(tie_weights)
         self.layer_options = dict(layer_options or {})
+        check_layer_options(self.layer_options)
         self.embedding = nn.Embedding(vocab_size, embedding_size)
         self.rnn = make_layer(
             cell,
@@ -300,6 +308,7 @@ class TextData(Config):
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_positive_ints(batch_size=self.batch_size, bptt=self.bptt)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
@@ -321,6 +330,9 @@ class LMConfig(Config):
         metadata={"help": "share embedding and decoder weights (embedding size = hidden size)"},
     )
     layer_options: dict = field(default_factory=dict, metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass

@@ -70,7 +70,7 @@ from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
 from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
-from rnnkit.tasks.base import CELLS, StepOutput, Task, check_positive_ints
+from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_positive_ints
 from rnnkit.train import Callback, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
@@ -751,6 +751,7 @@ class PairData(Config):
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not isinstance(self.pairs, str | os.PathLike) or not os.fspath(self.pairs):
             raise ValueError(
                 f"pairs must be the path of a SOURCE<TAB>TARGET file, got {self.pairs!r}"
@@ -812,6 +813,7 @@ class Seq2SeqConfig(Config):
     encoder_options: dict = field(default_factory=dict, metadata={"flag": False})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_positive_ints(
             embedding_size=self.embedding_size,
             hidden_size=self.hidden_size,

@@ -63,7 +63,7 @@ from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
 from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
-from rnnkit.tasks.base import StepOutput, Task
+from rnnkit.tasks.base import StepOutput, Task, check_field_types, check_layer_options
 from rnnkit.tasks.crf import CRF, lengths_mask
 from rnnkit.train import Callback, TrainConfig, TrainResult
 
@@ -115,6 +115,7 @@ class TaggerConfig(Config):
         return super().from_dict(data, strict=False)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("embedding_size", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -160,6 +161,7 @@ class PaddedBiRNN(nn.Module):
         **options,
     ):
         super().__init__()
+        check_layer_options(options)
         directions = 2 if bidirectional else 1
         sizes = [input_size] + [directions * hidden_size] * (num_layers - 1)
         self.forward_layers = nn.ModuleList(
@@ -583,6 +585,7 @@ class TagData(Config):
     batch_size: int = field(default=64, metadata={"help": "sentences per batch"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.format not in FORMATS:
             raise InvalidInputError(
                 f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}"
