@@ -43,7 +43,7 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != RunDir.LOCK  # the lock records its holder's pid
     }
 
 
@@ -366,3 +366,39 @@ def test_raising_the_limit_of_a_cosine_run_does_not_jump_the_learning_rate(tmp_p
     runs.resume_run(half.run.path, limits={"steps": 8})
     lr = [json.loads(x)["lr"] for x in half.run.metrics_path.read_text().splitlines()]
     assert all(b <= a + 1e-12 for a, b in zip(lr, lr[1:]))  # never rises again
+
+
+# -- item 2: one writer per run -------------------------------------------------------------------
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_while_a_process_holds_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*LM_ARGV, "--steps", "2", "--out", str(out)]) == 0
+    before = snapshot(out)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        message = f"error: {out} is in use by pid {holder.pid}"
+        resume = ["train", "lm", "--resume", str(out), "--steps", "4", "--no-progress"]
+        assert main(resume) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1
+        assert main([*LM_ARGV, "--steps", "2", "--out", str(out), "--force"]) == 2
+        assert capsys.readouterr().err.startswith(message)
+        assert snapshot(out) == before
+        assert runs.evaluate_run(out)["loss"] > 0  # readers need no lock
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert main(resume) == 0  # the lock went with its process

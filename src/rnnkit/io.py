@@ -476,14 +476,53 @@ class RunDir:
         self.replaced: Path | None = None
         if self.path.is_dir() and self.is_run():
             self.check_replaceable()
+            self.lock()  # nobody trains or resumes the run being replaced
             aside = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
             if aside.exists():
                 shutil.rmtree(aside)
             os.replace(self.path, aside)
             fsync_dir(self.path.parent)
             self.replaced = aside
+            self.unlock()
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    # -- one writer ---------------------------------------------------------------------------
+    LOCK = ".lock"
+
+    def lock(self) -> RunDir:
+        """Take the run's advisory lock (``flock`` on ``.lock``, which records the holder's pid)
+        for as long as this process writes it; :meth:`unlock` releases it (so does exit).
+
+        Raises:
+            InvalidInputError: another process holds it (``RUN is in use by pid N``).
+        """
+        if getattr(self, "_lock_fd", None) is not None:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: one writer is the user's care
+            return self
+        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise InvalidInputError(
+                f"{self.path} is in use by pid {holder}; wait for that process to finish or "
+                "stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
+            self._lock_fd = None
 
     def discard_replaced(self) -> None:
         """Delete the run this one replaced (its new run has a checkpoint now)."""

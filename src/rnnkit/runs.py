@@ -262,7 +262,7 @@ def train_run(
     run.check_replaceable()  # with the inputs valid: is what --force replaces an rnnkit run?
     distributed.barrier()  # every rank has checked --out before rank 0 replaces anything
     if distributed.is_main():
-        run.create()
+        run.create().lock()  # one writer per run: a second train/resume gets "in use by pid N"
         atomic_write_json(run / spec.encoders_file, spec.encoders_to_json(prepared.encoders))
         if prepared.split is not None:
             atomic_write_json(run.split_path, prepared.split)
@@ -277,6 +277,13 @@ def train_run(
         )
     distributed.barrier()  # the other ranks read nothing before rank 0 has written the run
     log.info("training %s: %d parameters", spec.name, sum(p.numel() for p in task.parameters()))
+    try:
+        return _train_new(spec, task, train, prepared, run, callbacks, device, precision)
+    finally:
+        run.unlock()
+
+
+def _train_new(spec, task, train, prepared, run, callbacks, device, precision) -> RunResult:
     if getattr(run, "replaced", None) is None:
         return _fit(spec, task, train, prepared, run, callbacks, False, device, precision)
     # A replaced run (--force) is kept aside until the new one has trained a step and saved it.
@@ -333,10 +340,19 @@ def resume_run(
     ``config.json``'s training options and those the checkpoint was written with, change the
     trajectory: :class:`InvalidInputError` lists them unless ``override``, which applies them.
     """
-    from rnnkit.train.checkpoint import find_checkpoint
-
     _join_processes(device, precision, None)
     run = RunDir.for_resume(path)
+    if distributed.is_main():
+        run.lock()  # before anything is read: the run must not change under us
+    try:
+        return _resume(run, limits, callbacks, task, device, precision, changes, override)
+    finally:
+        run.unlock()
+
+
+def _resume(run, limits, callbacks, task, device, precision, changes, override) -> RunResult:
+    from rnnkit.train.checkpoint import find_checkpoint
+
     config = run.read_config()
     _check_task(run, config, task)
     spec = task_spec(config["task"])
