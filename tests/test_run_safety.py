@@ -402,3 +402,24 @@ def test_a_second_writer_is_refused_while_a_process_holds_the_run(tmp_path, caps
         holder.kill()
         holder.wait(timeout=10)
     assert main(resume) == 0  # the lock went with its process
+
+
+# -- item 9 (checkpoints): a poisoned step never replaces the last good checkpoint ---------------
+class _Poison(Callback):
+    def on_step_end(self, trainer, info):
+        if trainer.step == 3:
+            import torch
+
+            with torch.no_grad():
+                next(iter(trainer.task.parameters())).view(-1)[0] = float("inf")
+
+
+def test_non_finite_weights_are_not_checkpointed(tmp_path):
+    from rnnkit.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="non-finite weights .* step 4 .*from step 2"):
+        small_lm(tmp_path / "run", steps=6, callbacks=[_Poison()])
+    state = json.loads((tmp_path / "run" / "trainer_state" / "state.json").read_text())
+    assert state["step"] == 2
+    weights = runs.load_model(tmp_path / "run").state_dict()
+    assert all(bool(t.isfinite().all()) for t in weights.values())

@@ -602,6 +602,18 @@ class Trainer:
         """
         if self.run is None:
             return
+        # A poisoned step (an overflow the loss check missed) must never replace the last good
+        # checkpoint: every rank holds the same weights, so each checks and raises alike.
+        bad = [n for n, t in self.task.state_dict().items() if t.is_floating_point()
+               and not bool(torch.isfinite(t).all())]  # fmt: skip
+        if bad:
+            kept = self.last_checkpoint_step
+            raise NonFiniteLossError(
+                f"non-finite weights ({', '.join(bad[:3])}) at step {self.step} (epoch "
+                f"{self.epoch}); the checkpoint was not written and the run keeps "
+                + (f"its checkpoint from step {kept}" if kept >= 0 else "no checkpoint")
+                + "; try a lower --lr or a --clip-norm"
+            )
         ranks = ()
         if self.world_size > 1:
             rng_json, rng_tensors = capture_rng(self.device)
