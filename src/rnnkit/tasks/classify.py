@@ -314,6 +314,11 @@ class ClassifyPrepared(Prepared):
         return None if self.encoders.kind == "text" else len(self.encoders.input.mean)
 
 
+def _resolved(path) -> str:
+    """The absolute path recorded in config.json (the run works from any directory)."""
+    return str(Path(path).resolve())
+
+
 def _sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -401,11 +406,11 @@ def _read_text(data: ClassifyData, seed: int, saved_split, encoders):
     texts = {k: [examples.texts[i] for i in v] for k, v in index.items()}
     labels = {k: [examples.labels[i] for i in v] for k, v in index.items()}
     ids = {k: [examples.rows[i] for i in v] for k, v in index.items()}
-    record = {"kind": "text", "source": str(data.csv), "sha256": _sha256(data.csv)}
+    record = {"kind": "text", "source": _resolved(data.csv), "sha256": _sha256(data.csv)}
     if data.test_csv:
         test = read_text_csv(data.test_csv, data.text_column, data.label_column, data.skip_labels)
         texts["test"], labels["test"], ids["test"] = test.texts, test.labels, test.rows
-        record["test_source"] = str(data.test_csv)
+        record["test_source"] = _resolved(data.test_csv)
         record["test_sha256"] = _sha256(data.test_csv)
     if encoders is not None:
         encoder, label_encoder = encoders.input, encoders.labels
@@ -434,12 +439,16 @@ def _read_series(data: ClassifyData, seed: int, saved_split, encoders):
     series = {k: [train_file.series[i] for i in v] for k, v in index.items()}
     labels = {k: [train_file.labels[i] for i in v] for k, v in index.items()}
     ids = {k: list(v) for k, v in index.items()}
-    record = {"kind": "series", "source": str(data.ts_train), "sha256": _sha256(data.ts_train)}
+    record = {
+        "kind": "series",
+        "source": _resolved(data.ts_train),
+        "sha256": _sha256(data.ts_train),
+    }
     if data.ts_test:
         test_file = read_ts(data.ts_test, like=train_file)
         series["test"], labels["test"] = test_file.series, test_file.labels
         ids["test"] = list(range(len(test_file.series)))
-        record["test_source"] = str(data.ts_test)
+        record["test_source"] = _resolved(data.ts_test)
         record["test_sha256"] = _sha256(data.ts_test)
     if len(set(train_file.labels)) < 2:
         raise InvalidInputError(

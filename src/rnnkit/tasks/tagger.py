@@ -600,6 +600,14 @@ class TagData(Config):
         if self.val_fraction + (0.0 if self.test else self.test_fraction) >= 1.0:
             raise InvalidInputError("val_fraction plus test_fraction must be < 1")
 
+    def to_dict(self) -> dict:
+        record = super().to_dict()
+        # absolute paths, so the run can be evaluated and resumed from any working directory
+        for name in ("data", "test"):
+            if record[name] is not None:
+                record[name] = str(Path(record[name]).resolve())
+        return record
+
 
 @dataclass
 class TagCorpus:
@@ -658,6 +666,7 @@ def prepare_tag_data(
         test_path = Path(data.test)
         parts["test"] = read_tagged(test_path, data.format, data.column)
         vocab.check_tags(parts["test"], what=f"test file {test_path}")
+        record["test_path"] = str(test_path.resolve())
         record["test_sha256"] = file_sha256(test_path)
         test_what = f"test file {test_path}"
     trained = {t for s in parts["train"] for t in s.tags}
