@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -423,3 +424,63 @@ def test_non_finite_weights_are_not_checkpointed(tmp_path):
     assert state["step"] == 2
     weights = runs.load_model(tmp_path / "run").state_dict()
     assert all(bool(t.isfinite().all()) for t in weights.values())
+
+
+# -- item 10: durability ----------------------------------------------------------------------
+def test_renames_are_followed_by_a_directory_fsync(tmp_path, monkeypatch):
+    from rnnkit import io
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(io.os, "fsync", lambda fd: synced.append(os.fstat(fd).st_mode) or real(fd))
+    io.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    import stat
+
+    assert any(stat.S_ISDIR(m) for m in synced) and any(stat.S_ISREG(m) for m in synced)
+
+
+def test_atomic_writes_respect_the_umask_without_changing_it(tmp_path):
+    from rnnkit import io
+
+    probe = (
+        "import os\ncalls = []\nreal = os.umask\n"
+        "os.umask = lambda mask: calls.append(mask) or real(mask)\n"
+        "import rnnkit.io\nprint(calls)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]  # importing changed no umask
+    old = os.umask(0o027)
+    try:
+        io.atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_stale_temporary_files_are_cleaned_when_a_run_is_opened_for_writing(tmp_path):
+    done = small_lm(tmp_path / "run", steps=2)
+    run = done.run.path
+    stale = [run / ".config.json.123.abcd.tmp", run / "trainer_state" / ".state.json.9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (run / "trainer_state.tmp").mkdir()
+    (run / "trainer_state.tmp" / "model.safetensors").write_bytes(b"half")
+    keep = run / "notes.tmp"  # not an atomic write's temporary name
+    keep.write_text("mine")
+    runs.resume_run(run, limits={"steps": 3})
+    assert not any(p.exists() for p in stale) and not (run / "trainer_state.tmp").exists()
+    assert keep.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", [["sample", "--length", "20000"], ["evaluate"]])
+def test_output_into_a_closed_pipe_exits_quietly(tmp_path, command):
+    run = old_lm(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", command[0], str(run), *command[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.read(1)  # like `| head -c 1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""

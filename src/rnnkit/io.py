@@ -34,8 +34,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,8 +48,6 @@ from rnnkit import __version__
 from rnnkit.errors import InvalidInputError
 
 CHECKSUM_KEY = "rnnkit_sha256"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -71,14 +69,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Created with mode 0o666 so the process's umask applies, as for any new file (mkstemp's
+    # 0600 would need the umask, and reading it means changing it process-wide).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename itself survives a power loss
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -516,7 +517,18 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        self.clean_stale()
         return self
+
+    def clean_stale(self) -> None:
+        """Remove what a killed writer left: temporary files of atomic writes (``.*.tmp``) and
+        a half-written ``trainer_state.tmp/``. Only the lock holder calls this."""
+        for folder in (self.path, self.path / self.TRAINER_STATE, self.path / "trainer_state.old"):
+            if folder.is_dir():
+                for stale in folder.glob(".*.tmp"):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+        shutil.rmtree(self.path / "trainer_state.tmp", ignore_errors=True)
 
     def unlock(self) -> None:
         fd = getattr(self, "_lock_fd", None)

@@ -72,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `rnnkit sample … | head`
+    except BrokenPipeError:  # `rnnkit sample … | head`: the reader has what it wanted
+        import os
+
+        # Whatever is still buffered would fail again at exit ("Exception ignored …").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
         print("interrupted", file=sys.stderr)

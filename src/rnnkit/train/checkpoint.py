@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rnnkit.errors import InvalidInputError
-from rnnkit.io import atomic_write_json, load_tensors, read_json, save_tensors
+from rnnkit.io import atomic_write_json, fsync_dir, load_tensors, read_json, save_tensors
 
 FORMAT = 1
 
@@ -213,6 +213,7 @@ def write_checkpoint(
             shutil.rmtree(old)
         final.rename(old)
     tmp.rename(final)
+    fsync_dir(run_path)  # both renames reach the disk before the old checkpoint goes
     if old.exists():
         shutil.rmtree(old)
 
