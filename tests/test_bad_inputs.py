@@ -378,3 +378,45 @@ def test_crafted_lifecycle_keys_exit_2(tmp_path, capsys):
             failures.append(exc)
     capsys.readouterr()
     assert not failures
+
+
+# -- honest numbers ----------------------------------------------------------------------------
+def test_class_ids_of_numeric_looking_labels_do_not_depend_on_pythonhashseed():
+    import subprocess
+    import sys
+
+    code = (
+        "from rnnkit.data.textclass import LabelEncoder;"
+        "print(LabelEncoder.build(['1', '1.0', '01', '2', 'nan', 'inf', '+1', 'b', 'a', "
+        "'1e0', '10']).classes)"
+    )
+    seen = set()
+    for seed in ("0", "1", "2", "3", "4", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        seen.add(out.stdout)
+    assert len(seen) == 1, seen
+    classes = eval(seen.pop())  # a list of str printed by Python
+    assert classes[:5] == ["+1", "01", "1", "1.0", "1e0"]  # equal numbers: by their text
+    assert classes[5:] == ["2", "10", "a", "b", "inf", "nan"]
+
+
+def test_forecasts_that_overflow_are_reported_not_written(tmp_path, monkeypatch, capsys):
+    from rnnkit.tasks import forecaster
+
+    run = forecast_run(tmp_path)
+    real = forecaster.Forecaster.forecast
+
+    def overflowing(self, data, origins):  # exp(sum of log returns) past float64's range
+        out = real(self, data, origins)
+        out[..., -1] = np.exp(np.float64(800.0))
+        return out
+
+    monkeypatch.setattr(forecaster.Forecaster, "forecast", overflowing)
+    out = tmp_path / "forecasts.csv"
+    assert main(["forecast", str(run), "--csv", str(run / "sales.csv"), "--out", str(out)]) == 2
+    assert "overflow" in error_line(capsys)
+    assert not out.exists()

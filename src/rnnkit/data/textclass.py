@@ -22,6 +22,7 @@ import gzip
 import io
 import logging
 import lzma
+import math
 import pathlib
 import re
 import zlib
@@ -141,11 +142,16 @@ def channel_vectors(obj, where: str, *names: str) -> list[np.ndarray]:
 
 
 def _natural_key(label: str):
-    """Numbers in numeric order ("2" before "10"), then text."""
+    """Finite numbers in numeric order ("2" before "10"), equal numbers ("1", "1.0") by their
+    text, then everything else ("nan", "inf" included) as text: a total order, so class ids
+    never depend on the order of a set (``PYTHONHASHSEED``)."""
     try:
-        return (0, float(label), "")
+        number = float(label)
     except ValueError:
-        return (1, 0.0, label)
+        number = math.nan
+    if math.isfinite(number):
+        return (0, number, label)
+    return (1, 0.0, label)
 
 
 @dataclass

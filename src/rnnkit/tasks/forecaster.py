@@ -805,7 +805,18 @@ def forecast_table(
     """
     data = recent_data(loaded, csv)
     origins = data.forecast_origins() if every_origin else np.array([data.last_origin()])
-    forecast = loaded.task.forecast(data, origins)  # [M, H]
+    with np.errstate(over="ignore", invalid="ignore"):
+        forecast = loaded.task.forecast(data, origins)  # [M, H]
+    bad = ~np.isfinite(forecast)
+    if bad.any():
+        # Inverting the transform (exp of summed log returns, a cumulative sum) can overflow;
+        # report it instead of writing inf/nan as if it were a forecast.
+        m, h = (int(i) for i in np.argwhere(bad)[0])
+        raise InvalidInputError(
+            f"{bad.sum()} forecast(s) overflow when turned back into {data.config.target!r} "
+            f"(first: origin line {data.lines[origins[m]]}, h={h + 1}: {forecast[m, h]}); the "
+            "model diverges on this data — check the recent rows or retrain"
+        )
     H = data.config.horizon
     table = pd.DataFrame(
         {
