@@ -52,3 +52,11 @@ def test_two_processes_make_the_run_one_process_makes(tmp_path):
     assert one.keys() == two.keys()
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5
     assert (tmp_path / "two" / "test_metrics.json").is_file()
+
+
+def test_nproc_leaves_the_signal_handlers_as_they_were(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main([*LM, "--out", str(tmp_path / "two"), "--nproc", "2"]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

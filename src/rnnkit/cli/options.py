@@ -649,9 +649,16 @@ def _relaunch(args) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             argv.append(arg)
+    import signal
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    # The launcher installs its own signal handlers in this process; put ours back afterwards.
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    saved = {
+        s: signal.getsignal(s) for s in (getattr(signal, n) for n in names if hasattr(signal, n))
+    }
     try:
         torchrun(["--standalone", f"--nproc-per-node={args.nproc}", "-m", "rnnkit", *argv])
     except ChildFailedError as exc:
@@ -659,4 +666,7 @@ def _relaunch(args) -> int:
         print(f"error: a worker failed ({failures}); the run keeps its last checkpoint",
               file=sys.stderr)  # fmt: skip
         return 1
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
     return 0
