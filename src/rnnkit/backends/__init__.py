@@ -95,6 +95,8 @@ def scan_function(backend: str):
         from rnnkit.backends.fused import scan
     elif backend == "reference":
         from rnnkit.backends.reference import scan
+    elif backend == "export":
+        from rnnkit.backends.exportable import scan
     else:
         raise ValueError(
             f"backend {backend!r} does not run a scan; expected 'fused' or 'reference'"

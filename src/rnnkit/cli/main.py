@@ -28,6 +28,7 @@ COMMANDS = [
     "diagnose",
     "bench",
     "env",
+    "export",
 ]
 
 

@@ -280,6 +280,10 @@ class RecurrentLayer(nn.Module):
         state = self._initial_state(hx, B, x, unbatched)
 
         backend = self.resolved_backend()
+        if torch.compiler.is_exporting():
+            # torch's kernels and the eager loops unroll over time; the exported program
+            # must serve any T (see rnnkit.backends.exportable).
+            backend = "export"
         if backend == "native":
             output, final = native.forward(self, x, state, lengths, input if packed else None)
         else:
