@@ -7,14 +7,13 @@ length, and the ONNX exporter turns that scan into ONNX's ``Scan``. Streaming mo
 state as explicit inputs and return the next state, the convention of ONNX Runtime (whose
 sessions are stateless): feed a chunk and the previous state, get outputs and the next state.
 
-Example::
+Example (``WordModel`` is any user module holding rnnkit layers; tests/test_export.py runs this)::
 
-    >>> model = WordModel(rnnkit.LSTM(6, 8))                     # any user module
-    >>> args = (torch.randint(0, 13, (5, 3)), (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8)))
-    >>> program = export_program(model, args)                     # any T and B
-    >>> export_onnx(model, args, "model.onnx")
-    >>> check_onnx("model.onnx", model, other_args)               # max abs deviation
-    3.5e-07
+    model = WordModel(rnnkit.LSTM(6, 8))
+    args = (torch.randint(0, 13, (5, 3)), (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8)))
+    program = export_program(model, args)                     # any T and B
+    export_onnx(model, args, "model.onnx")
+    check_onnx("model.onnx", model, other_args)               # max abs deviation, e.g. 3.5e-07
 """
 
 from __future__ import annotations
