@@ -361,11 +361,6 @@ def test_crafted_run_files_exit_2_never_a_traceback(tmp_path, capsys):
     assert not failures, "\n".join(failures[:20])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rnnkit/runs.py reads config['train']['seed'] and config['task'] unchecked "
-    "(evaluate_run, task_spec); owned by the lifecycle",
-)
 def test_crafted_lifecycle_keys_exit_2(tmp_path, capsys):
     run = fixture_runs(tmp_path)["lm"]
     config = json.loads((run / "config.json").read_text())

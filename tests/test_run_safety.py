@@ -484,3 +484,26 @@ def test_output_into_a_closed_pipe_exits_quietly(tmp_path, command):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_a_full_disk_during_training_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    from rnnkit.cli.main import main
+
+    text = Path(__file__).parent / "fixtures" / "runs" / "hamlet.txt"
+    real = os.replace
+
+    def full(src, dst, *a, **k):
+        if str(dst).endswith("model.safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", full)
+    argv = ["train", "lm", "--text", str(text), "--steps", "2", "--eval-every", "2", "--bptt",
+            "10", "--hidden-size", "8", "--embedding-size", "4", "--num-layers", "1",
+            "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write") and "No space" in err[0]

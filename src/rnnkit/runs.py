@@ -164,7 +164,7 @@ class TaskSpec:
 
 def task_spec(name: str) -> TaskSpec:
     """The spec registered for task ``name``."""
-    if name not in SPECS:
+    if not isinstance(name, str) or name not in SPECS:
         raise InvalidInputError(f"unknown task {name!r}; known tasks: {', '.join(sorted(SPECS))}")
     module, _, attr = SPECS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -565,6 +565,14 @@ def _reload_data(spec: TaskSpec, run: RunDir, config: dict, *, seed: int) -> Pre
     return prepared
 
 
+def _saved_seed(loaded: LoadedRun) -> int:
+    train = loaded.config.get("train")
+    seed = train.get("seed", 0) if isinstance(train, dict) else None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidInputError(f"{loaded.run.config_path}: train.seed is not an integer >= 0")
+    return seed
+
+
 def evaluate_run(path: str | os.PathLike | LoadedRun, **options) -> dict:
     """The held-out report of a trained run (a path or a :class:`LoadedRun`), recomputed from
     its files.
@@ -578,7 +586,7 @@ def evaluate_run(path: str | os.PathLike | LoadedRun, **options) -> dict:
     if options.get("data_file") is None:
         try:
             prepared = _reload_data(
-                loaded.spec, loaded.run, loaded.config, seed=loaded.config["train"]["seed"]
+                loaded.spec, loaded.run, loaded.config, seed=_saved_seed(loaded)
             )
         except InvalidInputError as exc:
             raise InvalidInputError(f"{exc}; pass a data file to evaluate on another") from None

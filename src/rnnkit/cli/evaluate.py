@@ -6,7 +6,6 @@ was scored; ``rnnkit evaluate`` prints it as aligned lines, or with ``--json`` a
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -67,7 +66,9 @@ def run(args) -> int:
     run_dir = loaded.run
     if args.json:
         payload = {"run": str(run_dir.path), "task": task, **result}
-        print(json.dumps(payload, ensure_ascii=False, default=str))
+        from rnnkit.io import json_line
+
+        print(json_line(payload))
         return 0
     print(f"{task} run {run_dir.path} on {result.get('data', 'its data')}:")
     shown = loaded.spec.format_evaluation(result)

@@ -9,6 +9,7 @@ an :class:`rnnkit.errors.InvalidInputError` or :class:`UsageError` — prints on
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -30,6 +31,10 @@ COMMANDS = [
     "env",
     "export",
 ]
+
+
+# A full disk, a read-only folder, no permission: the user's situation, not a bug (exit 2).
+_FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UsageError(InvalidInputError):
@@ -81,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 0
+    except OSError as exc:
+        if exc.errno not in _FILE_SYSTEM_ERRORS:
+            raise  # anything else is a bug and keeps its traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"error: cannot write{where}: {exc.strerror}; free space or choose a writable --out "
+            "(files already there are kept: every write is atomic)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
         print("interrupted", file=sys.stderr)
         return 130

@@ -472,7 +472,6 @@ def run_training(args, task: str, make_run) -> int:
     Returns the exit code: 0, or 128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM,
     129 SIGHUP; the run keeps its checkpoint).
     """
-    import json
 
     from rnnkit import runs
     from rnnkit.train import ProgressBar, TensorBoard
@@ -525,9 +524,9 @@ def run_training(args, task: str, make_run) -> int:
         return 0  # rank 0 prints
     r = done.result
     if args.json:
-        from rnnkit.io import to_json
+        from rnnkit.io import json_line
 
-        print(json.dumps(json.loads(to_json(done.to_dict())), ensure_ascii=False))
+        print(json_line(done.to_dict()))
     else:
         why = STOP_REASONS.get(r.stop_reason, r.stop_reason)
         print(
