@@ -6,8 +6,8 @@ exactly torch's speed. The kernel is the cell's
 :meth:`~rnnkit.cells.RecurrentCell.native_weights`. Options torch lacks but that only change
 the weights or the tensors between layers are applied around the kernel: ``weight_drop`` (the
 dropped recurrent weight is passed in), ``forget_bias`` (folded into ``bias_ih`` by the LSTM
-cell), ``variational_dropout`` (one kernel call per layer with the masks in between) and
-``learn_initial_state``.
+cell), ``variational_dropout`` and ``residual`` (one kernel call per layer with the masks or the
+residual sum in between) and ``learn_initial_state``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def forward(layer, x: Tensor, state, lengths, packed: PackedSequence | None):
     Returns a PackedSequence output when ``packed`` is given and no per-layer work is needed,
     else a (T, B, D*P) padded tensor.
     """
-    if not (layer.training and layer.variational_dropout):
+    per_layer = (layer.training and layer.variational_dropout) or (
+        layer.residual and layer.num_layers > 1
+    )
+    if not per_layer:
         return _run(
             layer,
             None if packed is not None else x,
@@ -82,11 +85,13 @@ def forward(layer, x: Tensor, state, lengths, packed: PackedSequence | None):
     if lengths is not None:
         valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device, x.dtype)
         valid = valid.unsqueeze(2)
-    x = x * regularizers.sequence_mask(B, x.shape[2], layer.variational_dropout, x)
+    if layer.training and layer.variational_dropout:
+        x = x * regularizers.sequence_mask(B, x.shape[2], layer.variational_dropout, x)
     D = layer.num_directions
     finals = []
     for index in range(layer.num_layers):
         rows = slice(index * D, (index + 1) * D)
+        layer_input = x
         x, final = _run(
             layer,
             x,
@@ -98,5 +103,5 @@ def forward(layer, x: Tensor, state, lengths, packed: PackedSequence | None):
             0.0,
         )
         finals.append(final)
-        x = layer._between_layers(x, index, valid)
+        x = layer._between_layers(x, index, valid, layer_input)
     return x, tuple(torch.cat(field, 0) for field in zip(*finals))

@@ -70,6 +70,11 @@ LAYER_FLAGS = {
         "default": None,
         "help": "learn the initial hidden state",
     },
+    "residual": {
+        "action": _FLAG,
+        "default": None,
+        "help": "residual stack: each layer from the second on adds its input to its output",
+    },
 }
 LAYER_OPTIONS = tuple(LAYER_FLAGS)
 

@@ -22,7 +22,7 @@ from rnnkit.cli.options import (
     train_config,
 )
 
-ENCODER_OPTIONS = ("backend", "init")
+ENCODER_OPTIONS = ("backend", "init", "residual")
 
 
 def register(subparsers) -> None:
@@ -63,6 +63,7 @@ def register(subparsers) -> None:
         help={
             "backend": "how the encoder runs (default auto)",
             "init": "encoder initialiser name: rnnkit, torch, ...",
+            "residual": "residual encoder stack: each layer from the second adds its input",
         },
     )
     default = SPEC.default_train()

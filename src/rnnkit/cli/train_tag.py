@@ -24,7 +24,7 @@ from rnnkit.cli.options import (
 )
 
 # Optimisation flags of this command (TrainConfig fields; defaults from the spec).
-LAYER_FLAGS = ("backend", "init")
+LAYER_FLAGS = ("backend", "init", "residual")
 
 
 def register(subparsers) -> None:

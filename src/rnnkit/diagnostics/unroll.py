@@ -139,7 +139,8 @@ def unroll(layer, x: Tensor, hx=None, *, dtype: torch.dtype | None = torch.float
             states.append(state)
         trace = LayerTrace(cell, weights, layer_input, states, layer.zoneout)
         traces.append(trace)
-        layer_input = trace.outputs
+        residual = layer.residual and index > 0  # x^{(l+1)} = f_l(x^{(l)}) + x^{(l)}
+        layer_input = trace.outputs + layer_input if residual else trace.outputs
     return traces
 
 

@@ -49,6 +49,14 @@ class RecurrentLayer(nn.Module):
           positions past a sequence's length are zero.
         - h_n: (L*D, B, P); c_n (LSTM): (L*D, B, H). Index ``l*D + d``: layer l, direction d.
 
+    Residual stacks (``residual=True``; Wu et al. 2016, GNMT): every layer from the second on
+    adds its input to its output, ``x^{(l+1)} = f_l(x^{(l)}) + x^{(l)}`` for l ≥ 1, before
+    the padding is zeroed and the dropout between layers; layers from the second on read and
+    write D*P features, so the sum needs no projection, and layer 0 (which reads
+    ``input_size`` features) has none. The final states are the cells' own, unchanged. Deep
+    stacks then train where plain ones stall: the gradient reaches the bottom layer through the
+    identity paths.
+
     Final states with variable lengths (PackedSequence or ``lengths=``): the forward direction's
     state after each sequence's last valid step; the backward direction's state after it has
     read the sequence back to its first step — exactly ``torch.nn``'s convention.
@@ -75,6 +83,7 @@ class RecurrentLayer(nn.Module):
         weight_drop: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
         learn_initial_state: bool = False,
+        residual: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -102,6 +111,7 @@ class RecurrentLayer(nn.Module):
         )
         self.weight_drop = regularizers.check_probability("weight_drop", weight_drop)
         self.learn_initial_state = bool(learn_initial_state)
+        self.residual = bool(residual)
 
         D = self.num_directions
         cells = []
@@ -222,6 +232,7 @@ class RecurrentLayer(nn.Module):
             "variational_dropout": 0.0,
             "weight_drop": 0.0,
             "learn_initial_state": False,
+            "residual": False,
         }
         for name, default in defaults.items():
             value = getattr(self, name)
@@ -394,6 +405,7 @@ class RecurrentLayer(nn.Module):
             x = x * regularizers.sequence_mask(B, x.shape[2], self.variational_dropout, x)
         finals: list[tuple[Tensor, ...]] = []
         for layer, cell in enumerate(self._cells):
+            layer_input = x
             outputs = []
             for direction in range(D):
                 row = layer * D + direction
@@ -404,12 +416,17 @@ class RecurrentLayer(nn.Module):
                 outputs.append(y if direction == 0 else reverse_padded(y, lengths))
                 finals.append(tuple(final))
             x = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
-            x = self._between_layers(x, layer, valid)
+            x = self._between_layers(x, layer, valid, layer_input)
         final_state = tuple(torch.stack(field, 0) for field in zip(*finals))
         return x, final_state
 
-    def _between_layers(self, x: Tensor, layer: int, valid: Tensor | None) -> Tensor:
-        """Zero padding, then the output regularisers of ``layer`` (shared by all backends)."""
+    def _between_layers(
+        self, x: Tensor, layer: int, valid: Tensor | None, layer_input: Tensor
+    ) -> Tensor:
+        """The residual connection, zero padding, then the output regularisers of ``layer``
+        (shared by all backends); ``layer_input`` is what ``layer`` read."""
+        if self.residual and layer > 0:
+            x = x + layer_input
         if valid is not None:
             x = x * valid
         if self.training and self.variational_dropout:

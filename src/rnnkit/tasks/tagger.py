@@ -162,6 +162,8 @@ class PaddedBiRNN(nn.Module):
     ):
         super().__init__()
         check_layer_options(options)
+        # Residual stack (the layers' own option, applied here between the single layers).
+        self.residual = bool(options.pop("residual", False))
         directions = 2 if bidirectional else 1
         sizes = [input_size] + [directions * hidden_size] * (num_layers - 1)
         self.forward_layers = nn.ModuleList(
@@ -190,7 +192,8 @@ class PaddedBiRNN(nn.Module):
             if self.backward_layers is not None:
                 backward_out, _ = self.backward_layers[i](reverse_within_lengths(x, lengths))
                 outputs.append(reverse_within_lengths(backward_out, lengths))
-            x = torch.cat(outputs, dim=2) * valid
+            y = torch.cat(outputs, dim=2) * valid
+            x = y + x if self.residual and i > 0 else y
         finals = [outputs[0][torch.arange(B, device=x.device), last]]
         if len(outputs) == 2:
             finals.append(outputs[1][:, 0])
