@@ -1,8 +1,8 @@
 """GPU checks (``make test-gpu``): skipped without CUDA.
 
-Every backend on CUDA agrees with the CPU reference in float64 (values and gradients); the
-trainer runs on CUDA under bf16 and fp16 autocast, and an fp16 run resumes exactly (its
-gradient scaler is checkpointed).
+Every backend on CUDA agrees with the CPU reference in float64 (values and gradients) and runs
+a sequence without synchronising with the host; the trainer runs on CUDA under bf16 and fp16
+autocast, and an fp16 run resumes exactly (its gradient scaler is checkpointed).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ CASES = [
     ("gru", {}),
     ("gru", {"reset_after": False}),
     ("rnn", {}),
+    ("mingru", {}),
+    ("minlstm", {}),
+    ("slstm", {"num_heads": 2}),
 ]
 
 
@@ -114,3 +117,27 @@ def test_fp16_resume_is_exact_with_the_scaler(tmp_path):
     _lm(part, "16").fit(resume=True)
     a, b = load_tensors(full.model_path), load_tensors(part.model_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("cell", "options"), CASES)
+def test_fused_sequence_does_not_synchronise_with_the_host(cell, options):
+    """The per-step work queues kernels only: no .item(), .cpu() or data-dependent shapes
+    (CUDA's sync debug mode raises on any host synchronisation)."""
+    torch.manual_seed(0)
+    try:
+        layer = make_layer(cell, 4, 16, num_layers=2, batch_first=True, backend="auto", **options)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    layer = layer.cuda()
+    x = torch.randn(3, 50, 4, device="cuda", requires_grad=True)
+    layer(x)[0].sum().backward()  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, _ = layer(x)
+        out.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.synchronize()
+    assert torch.isfinite(x.grad).all()
