@@ -1,7 +1,8 @@
 """sLSTM (Beck et al. 2024): the stabilised step equals the paper's unstabilised equations,
 stays finite over 10⁴ steps of large inputs, and runs every layer feature (stack, direction,
 lengths, packed, carried state); multi-head recurrent weights, the paper's forget-bias init,
-option errors and diagnostics."""
+option errors and diagnostics; the fused kernel equals the reference (values and every
+gradient, float64) and its hand-written backward passes gradcheck."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
+from rnnkit.backends import reference, resolve_with_note
+from rnnkit.backends.fused_slstm import _SLSTMRecurrence, slstm_scan
 from rnnkit.cells.slstm import SLSTMCell, SLSTMState
 from rnnkit.diagnostics import diagnose, diagnose_cells
 from rnnkit.layers import cell_family, make_layer
@@ -160,8 +163,8 @@ def test_bad_options_name_the_option():
         make_layer("slstm", I, 8, peephole=True)
     with pytest.raises(ValueError, match=r"SLSTM does not support proj_size=2"):
         rnnkit.SLSTM(I, 8, proj_size=2)
-    with pytest.raises(ValueError, match=r"backend='fused' cannot serve SLSTMCell"):
-        rnnkit.SLSTM(I, 8, backend="fused")(torch.randn(2, 1, I))
+    with pytest.raises(ValueError, match=r"backend='native' cannot serve SLSTMCell, which has no"):
+        rnnkit.SLSTM(I, 8, backend="native")(torch.randn(2, 1, I))
     assert cell_family("slstm") is rnnkit.SLSTM
     assert repr(rnnkit.SLSTM(I, 8, num_heads=2, forget_gate="exp")) == (
         "SLSTM(3, 8, num_heads=2, forget_gate='exp')"
@@ -185,3 +188,85 @@ def test_diagnostics_measure_the_new_cells():
     assert set(slstm.gates) == {"forget", "output"} and slstm.sigma_max is not None
     assert diagnose(rnnkit.SLSTM(4, 4, num_heads=2, dtype=DTYPE), torch.randn(2, 9, 4,
                     dtype=DTYPE)).layers  # fmt: skip
+
+
+# -- the fused kernel (hand-written BPTT) against the reference, float64 ---------------------
+
+
+@pytest.mark.parametrize("forget_gate", ["sigmoid", "exp"])
+@pytest.mark.parametrize("num_heads", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_equals_reference_values_and_every_gradient(forget_gate, num_heads, bias):
+    """2 layers, bidirectional, lengths, h0 given: outputs, final states and the gradients of
+    every parameter, the input and all four fields of h0."""
+    options = dict(num_layers=2, bidirectional=True, num_heads=num_heads, bias=bias,
+                   forget_gate=forget_gate, dtype=DTYPE)  # fmt: skip
+    torch.manual_seed(1)
+    fused = rnnkit.SLSTM(I, H, backend="fused", **options)
+    slow = rnnkit.SLSTM(I, H, backend="reference", **options)
+    slow.load_state_dict(fused.state_dict())
+    torch.manual_seed(2)
+    x = torch.randn(T, B, I, dtype=DTYPE) * 2
+    h0 = (torch.randn(4, B, H, dtype=DTYPE), torch.randn(4, B, H, dtype=DTYPE),
+          torch.rand(4, B, H, dtype=DTYPE) + 0.5, torch.randn(4, B, H, dtype=DTYPE))  # fmt: skip
+    lengths = torch.tensor([6, 2, 4])
+    weights = torch.randn(T, B, 2 * H, dtype=DTYPE), torch.randn(4, 4, B, H, dtype=DTYPE)
+    results = []
+    for layer in (fused, slow):
+        inputs = [x.clone().requires_grad_(), *(s.clone().requires_grad_() for s in h0)]
+        output, state = layer(inputs[0], tuple(inputs[1:]), lengths=lengths)
+        loss = (output * weights[0]).sum() + (torch.stack(state) * weights[1]).sum()
+        grads = torch.autograd.grad(loss, [*inputs, *layer.parameters()])
+        results.append((output, *state, *grads))
+    assert resolve_with_note(fused)[0] == "fused"
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("forget_gate", ["sigmoid", "exp"])
+def test_fused_scan_keeps_every_state_field_like_the_reference(forget_gate):
+    """keep on h, c, n and m (zoneout's rule) from the zero state, where n stays 0 under keep
+    and the stabiliser restarts at ĩ: the scan itself against reference.scan."""
+    torch.manual_seed(4)
+    cell = SLSTMCell(I, H, num_heads=2, forget_gate=forget_gate, dtype=DTYPE)
+    x = (torch.randn(T, B, I, dtype=DTYPE) * 3).requires_grad_()
+    keep = [(torch.rand(T, B, H, dtype=DTYPE) < 0.5).to(DTYPE) for _ in range(4)]
+    keep[2][0] = 1.0  # n_0 stays 0 for a step: the next step starts the stabiliser again
+    weight = torch.randn(T, B, H, dtype=DTYPE)
+    results = []
+    for scan in (slstm_scan, reference.scan):
+        output, state = scan(cell, cell.weights(), x, cell.initial_state(B), keep)
+        loss = (output * weight).sum() + sum(s.sum() for s in state[1:])
+        results.append((output, *state, *torch.autograd.grad(loss, [x, *cell.parameters()])))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("exp_forget", [False, True])
+@pytest.mark.parametrize("case", ["state given", "zero state + keep"])
+def test_gradcheck_fused_recurrence(exp_forget, case):
+    """gradcheck of the autograd.Function itself, every differentiable input at once (n_0 = 0
+    is a branch of the stabiliser, so from the zero state n_0 is held fixed)."""
+    torch.manual_seed(5)
+    steps, k, batch, d = 4, 2, 2, 2
+
+    def rand(*shape):
+        return (torch.randn(*shape, dtype=DTYPE) * 0.8).requires_grad_()
+
+    zero = case == "zero state + keep"
+    n0 = torch.zeros(k, batch, d, dtype=DTYPE) if zero else (
+        torch.rand(k, batch, d, dtype=DTYPE) + 0.5).requires_grad_()  # fmt: skip
+    keeps = [torch.rand(steps, k, batch, d, dtype=DTYPE) if zero else None for _ in range(4)]
+    args = (rand(steps, k, batch, 4 * d), rand(k, d, 4 * d), rand(k, batch, d),
+            rand(k, batch, d), n0, rand(k, batch, d), *keeps)  # fmt: skip
+    assert torch.autograd.gradcheck(lambda *a: _SLSTMRecurrence.apply(exp_forget, *a), args)
+
+
+def test_auto_runs_the_fused_kernel():
+    layer = rnnkit.SLSTM(I, H, num_heads=2)
+    backend, note = resolve_with_note(layer)
+    assert backend == "fused" and "SLSTMCell, which has no torch kernel" in note
+    assert "no fused kernel" not in note
+    cell, weights = layer.cell, layer.cell_weights(0)
+    with pytest.raises(ValueError, match=r"x must be \(T, B, 3\), got \(2, 3\)"):
+        slstm_scan(cell, weights, torch.randn(2, 3), cell.initial_state(1))

@@ -4,7 +4,7 @@
   specification every other backend is tested against.
 - ``native``: torch's own fused kernels (``torch.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu``:
   oneDNN on CPU, cuDNN on GPU) for the configurations torch supports (:mod:`.native`).
-- ``fused``: every configuration of a cell with a fused kernel (LSTM, GRU, Elman); the input
+- ``fused``: every configuration of a cell with a fused kernel (LSTM, GRU, Elman, sLSTM); the input
   projection for all steps in one matmul, then one ``torch.autograd.Function`` per
   (layer, direction) with a hand-written BPTT backward (:mod:`.fused`), or the cell's
   ``sequence_scan``.

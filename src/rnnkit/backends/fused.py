@@ -2,7 +2,8 @@
 
 A cell names its kernel with :meth:`~rnnkit.cells.RecurrentCell.fused_kernel` (LSTM:
 :func:`~rnnkit.backends.fused_lstm.lstm_scan`, GRU: :func:`~rnnkit.backends.fused_gru.gru_scan`,
-Elman: :func:`~rnnkit.backends.fused_elman.elman_scan`, or a cell's ``sequence_scan``). Each has
+Elman: :func:`~rnnkit.backends.fused_elman.elman_scan`, sLSTM:
+:func:`~rnnkit.backends.fused_slstm.slstm_scan`, or a cell's ``sequence_scan``). Each has
 :func:`rnnkit.backends.reference.scan`'s signature and result; in the hand-written ones the input
 projection for all steps is one matmul, and the recurrence runs in one
 ``torch.autograd.Function`` with a hand-written BPTT backward (no per-step autograd graph).

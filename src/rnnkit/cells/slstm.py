@@ -7,7 +7,7 @@ weights that are block-diagonal over ``num_heads`` heads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -180,6 +180,11 @@ class SLSTMCell(RecurrentCell):
         n = f * state.n + i
         h = a_o.sigmoid() * c / n
         return h, SLSTMState(h, c, n, m)
+
+    def fused_kernel(self) -> Callable:
+        from rnnkit.backends.fused_slstm import slstm_scan
+
+        return slstm_scan
 
     def options_repr(self) -> str:
         text = "" if self.num_heads == 1 else f", num_heads={self.num_heads}"
