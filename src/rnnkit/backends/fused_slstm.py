@@ -48,12 +48,13 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.backends.fused_gru import apply_in_float32, sigmoid_backward, tanh_backward
 from rnnkit.cells.slstm import SLSTMCell, SLSTMState
+
+_log_sigmoid = torch._C._nn.log_sigmoid  # with out=, unlike F.logsigmoid
 
 
 def slstm_scan(
@@ -143,7 +144,7 @@ class _SLSTMRecurrence(torch.autograd.Function):
         new = xi.new_empty
 
         # gates[t] = [a_i, a_f, σ(2a_z) → tanh(a_z), σ(a_o)]: a_i and a_f stay raw.
-        gates = new(T, k, B, G)
+        gates = xi.clone(memory_format=torch.contiguous_format)  # a_t = X_t + R h_{t-1}
         log_u = new(T, k, B, H)  # u_t = log f_t + m_{t-1}
         exps = new(T, k, B, 2, H)  # [i'_t, f'_t]
         h_all = new(T, k, B, H)
@@ -160,7 +161,7 @@ class _SLSTMRecurrence(torch.autograd.Function):
         h_new = h_all if keep_h is None else new(T, k, B, H)
         minus_one = xi.new_full((), -1.0)
 
-        xi_t, a_t, u_t, e_t = xi.unbind(0), gates.unbind(0), log_u.unbind(0), exps.unbind(0)
+        a_t, u_t, e_t = gates.unbind(0), log_u.unbind(0), exps.unbind(0)
         ai_t, af_t = gates[..., :H].unbind(0), gates[..., H : 2 * H].unbind(0)
         zo_t, z_t = gates[..., 2 * H :].unbind(0), gates[..., 2 * H : 3 * H].unbind(0)
         o_t = gates[..., 3 * H :].unbind(0)
@@ -182,9 +183,11 @@ class _SLSTMRecurrence(torch.autograd.Function):
 
         for t in range(T):
             a, a_i, a_f, m = a_t[t], ai_t[t], af_t[t], mn_t[t]
-            torch.baddbmm(xi_t[t], h_prev[t], r, out=a)
-            log_f = a_f if exp_forget else F.logsigmoid(a_f)
-            u = torch.add(log_f, m_t[t], out=u_t[t])
+            a.baddbmm_(h_prev[t], r)
+            if exp_forget:
+                u = torch.add(a_f, m_t[t], out=u_t[t])
+            else:
+                u = _log_sigmoid(a_f, out=u_t[t]).add_(m_t[t])
             torch.maximum(u, a_i, out=m)
             if t == 0 or keep_n is not None:  # n_{t-1} can be 0 only here
                 torch.where(n_t[t] == 0, a_i, m, out=m)
@@ -221,7 +224,12 @@ class _SLSTMRecurrence(torch.autograd.Function):
         new = gates.new_empty
         if h_new is None:
             h_new = h_all
-        d_h = h_all.new_zeros(T, k, B, H) if d_h is None else d_h.contiguous()
+        # dL/dh_t (mixed): the outputs' gradient, plus R^T δa_{t+1} (and the kept share) added
+        # in place as the loop reaches step t + 1.
+        if d_h is None:
+            d_h_total = h_all.new_zeros(T, k, B, H)
+        else:
+            d_h_total = d_h.clone(memory_format=torch.contiguous_format)
 
         # Factors that do not depend on the recurrence, in bulk over all T steps.
         a_i, a_f = gates[..., :H], gates[..., H : 2 * H]
@@ -234,9 +242,8 @@ class _SLSTMRecurrence(torch.autograd.Function):
         f_z = tanh_backward(i, z).mul_(0.5)  # δc -> δ(2 a_z)
         f_live = f * ((log_u - m_new) <= 0)  # f' where the clamp let the gradient through
         # Per unit, [δE, δI] = δc [c_{t-1} f', z i'] + δn [n_{t-1} f', i'].
-        k_ei = torch.stack(
-            (torch.stack((c_prev * f_live, z * i), -2), torch.stack((n_prev * f_live, i), -2)), -3
-        )  # (T, k, B, 2 (from δc, δn), 2 (to δE, δI), d)
+        from_c = torch.stack((c_prev * f_live, z * i), -2)  # (T, k, B, 2, d)
+        from_n = torch.stack((n_prev * f_live, i), -2)
         empty = n_prev == 0  # where the forward took m̃ = a_i (it looks only where n can be 0)
         if keep_n is None:
             empty[1:] = False
@@ -251,9 +258,8 @@ class _SLSTMRecurrence(torch.autograd.Function):
             not_k_cn_t, k_cn_t = (1 - k_cn).unbind(0), k_cn.unbind(0)
 
         grads = new(T, k, B, G)  # [δa_i, δa_f, δa_z, δa_o] per step
-        d_h_total = new(T, k, B, H)
         dcn = new(k, B, 2, H)  # [δc, δn] of the cell's own c̃, ñ
-        dei = new(k, B, 2, 2, H)
+        dc_2, dn_2 = dcn[..., 0:1, :], dcn[..., 1:2, :]
         d_ei = new(k, B, 2, H)
         d_e, d_i = d_ei.unbind(-2)
         d_ml = new(k, B, H)
@@ -261,16 +267,16 @@ class _SLSTMRecurrence(torch.autograd.Function):
         gr_t = grads.unbind(0)
         gi_t, gf_t = grads[..., :H].unbind(0), grads[..., H : 2 * H].unbind(0)
         gz_t, go_t = grads[..., 2 * H : 3 * H].unbind(0), grads[..., 3 * H :].unbind(0)
-        dht_t, dh_t = d_h_total.unbind(0), d_h.unbind(0)
+        dht_t = d_h_total.unbind(0)
         q_t, po_t, fz_t = q_cn.unbind(0), p_o.unbind(0), f_z.unbind(0)
-        k_t, share_t, f_t = k_ei.unbind(0), share.unbind(0), f.unbind(0)
+        kc_t, kn_t = from_c.unbind(0), from_n.unbind(0)
+        share_t, f_t = share.unbind(0), f.unbind(0)
         dlf_t = d_logf.unbind(0) if d_logf is not None else None
         kh_t, km_t = (None if kp is None else kp.unbind(0) for kp in (keep_h, keep_m))
         not_kh_t, not_km_t = (None if kp is None else (1 - kp).unbind(0) for kp in
                               (keep_h, keep_m))  # fmt: skip
-        r_t = r.transpose(1, 2)
+        r_t = r.transpose(1, 2).contiguous()
 
-        d_h_total[T - 1] = d_h[T - 1]
         if d_c_last is None and d_n_last is None:
             d_cn = None  # dL/d[c_t, n_t] (mixed), carried; None means zero
         else:
@@ -290,23 +296,21 @@ class _SLSTMRecurrence(torch.autograd.Function):
                 torch.mul(d_cn, not_k_cn_t[t], out=dcn).addcmul_(dhh_2, q_t[t])
             torch.mul(dhh, po_t[t], out=go_t[t])
             torch.mul(dcn[..., 0, :], fz_t[t], out=gz_t[t])
-            torch.mul(dcn.unsqueeze(-2), k_t[t], out=dei)
-            torch.sum(dei, -3, out=d_ei)
+            torch.mul(dc_2, kc_t[t], out=d_ei).addcmul_(dn_2, kn_t[t])
             dmm = dm if dm is None or not_km_t is None else dm * not_km_t[t]
-            # δm̃' = δm − δI − δE;  δa_i = δI + w δm̃';  δu = δm − δI − w δm̃'
-            d_u = d_us[t % 2]
+            # δm̃' = δm − δI − δE;  δa_i = δI + w δm̃';  δu = δE + (1 − w) δm̃' = δm − δa_i
+            d_u = gf_t[t] if dlf_t is None else d_us[t % 2]
             if dmm is None:
-                torch.neg(d_i, out=d_u)
+                torch.add(d_i, d_e, out=d_ml).neg_()
+                torch.addcmul(d_i, share_t[t], d_ml, out=gi_t[t])
+                torch.neg(gi_t[t], out=d_u)
             else:
-                torch.sub(dmm, d_i, out=d_u)
-            torch.sub(d_u, d_e, out=d_ml)
-            torch.addcmul(d_i, share_t[t], d_ml, out=gi_t[t])
-            d_u.addcmul_(share_t[t], d_ml, value=-1)
-            if dlf_t is None:
-                gf_t[t].copy_(d_u)
-            else:
+                torch.sub(dmm, d_i, out=d_ml).sub_(d_e)
+                torch.addcmul(d_i, share_t[t], d_ml, out=gi_t[t])
+                torch.sub(dmm, gi_t[t], out=d_u)
+            if dlf_t is not None:
                 torch.mul(d_u, dlf_t[t], out=gf_t[t])
-            dm = d_u if km_t is None else d_u.addcmul_(dm, km_t[t]) if dm is not None else d_u
+            dm = d_u if km_t is None or dm is None else torch.addcmul(d_u, dm, km_t[t])
             # δ[c, n]_{t-1} = δ[c̃, ñ] f' (+ the kept share of the mixed δ[c, n]_t)
             if not mixed_cn:
                 d_cn = dcn.mul_(f_t[t].unsqueeze(-2))  # dcn is rewritten first next step
@@ -316,7 +320,7 @@ class _SLSTMRecurrence(torch.autograd.Function):
                     step.addcmul_(d_cn, k_cn_t[t])
                 d_cn = step
             if t > 0:
-                torch.baddbmm(dh_t[t - 1], gr_t[t], r_t, out=dht_t[t - 1])
+                dht_t[t - 1].baddbmm_(gr_t[t], r_t)
                 if kh_t is not None:
                     dht_t[t - 1].addcmul_(dh, kh_t[t])
             else:
