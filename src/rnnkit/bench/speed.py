@@ -59,7 +59,14 @@ def _configs() -> list[Config]:
         ),
         Config("IRNN fused", lambda i, h: rnnkit.IRNN(i, h, backend="fused")),
         Config("IRNN reference", lambda i, h: rnnkit.IRNN(i, h, backend="reference")),
+        Config("SLSTM fused", lambda i, h: _slstm(i, h, "fused")),
+        Config("SLSTM reference", lambda i, h: _slstm(i, h, "reference")),
     ]
+
+
+def _slstm(input_size: int, hidden_size: int, backend: str) -> nn.Module:
+    """The timed sLSTM: 4 heads (the xLSTM paper's block-diagonal recurrence)."""
+    return rnnkit.SLSTM(input_size, hidden_size, num_heads=4, backend=backend)
 
 
 @dataclass
@@ -211,8 +218,8 @@ def _long_configs() -> list[LongConfig]:
         LongConfig("MinGRU reference", lambda i, h: rnnkit.MinGRU(i, h, backend="reference")),
         LongConfig("MinLSTM scan", lambda i, h: rnnkit.MinLSTM(i, h), "MinLSTM reference"),
         LongConfig("MinLSTM reference", lambda i, h: rnnkit.MinLSTM(i, h, backend="reference")),
-        # sLSTM has no fused kernel yet: auto runs its step loop, which is also its sequential form.
-        LongConfig("SLSTM auto", lambda i, h: rnnkit.SLSTM(i, h, num_heads=4)),
+        LongConfig("SLSTM fused", lambda i, h: _slstm(i, h, "fused"), "SLSTM reference"),
+        LongConfig("SLSTM reference", lambda i, h: _slstm(i, h, "reference")),
     ]
 
 
