@@ -134,29 +134,32 @@ def test_onnx_user_model_other_lengths(tmp_path):
 
 
 def test_streaming_language_model_program(tmp_path):
-    from rnnkit import export
-    from rnnkit.tasks.lm import LanguageModel
+    from rnnkit import export, runs
+    from rnnkit.data.vocab import CharVocab
+    from rnnkit.io import RunDir
+    from rnnkit.tasks.lm import SPEC, LanguageModel
 
     torch.manual_seed(0)
     lm = LanguageModel(10, 8, 16, num_layers=2).eval()
-
-    class Vocab:
-        def to_json(self):
-            return {"chars": "abc"}
-
-    path, sidecar = export.export_language_model(lm, Vocab(), tmp_path / "lm.pt2", format="pt2")
+    vocab = CharVocab.build("abcdefghi")
+    loaded = runs.LoadedRun(SPEC, lm, vocab, {}, RunDir(tmp_path))
+    (path,), sidecar = export.export_run(loaded, tmp_path / "lm.pt2", format="pt2")
     program = torch.export.load(str(path))
-    stream = export.StreamingLM(lm)
+    stream = export.StreamingModel(lm)
     ids = torch.randint(0, 10, (3, 12))
     # Two chunks through the program equal one whole-sequence call of the model.
     state = stream.initial_state(3)
-    first = program.module()(ids[:, :5], *state)
-    second = program.module()(ids[:, 5:], *first[1:])
     with torch.no_grad():
+        first = program.module()(ids[:, :5], *state)
+        second = program.module()(ids[:, 5:], *first[1:])
         logits, _ = lm(ids)
     assert float((torch.cat([first[0], second[0]], 1) - logits).abs().max()) <= 1e-5
     meta = __import__("json").loads(sidecar.read_text())
-    assert meta["inputs"] == ["ids", "h0", "c0"] and meta["vocabulary"] == {"chars": "abc"}
+    graph = meta["graphs"]["model"]
+    assert list(graph["inputs"]) == ["ids", "h0", "c0"]
+    assert graph["outputs"]["logits"] == {"dtype": "float32", "shape": ["batch", "time", 10]}
+    assert graph["inputs"]["c0"]["shape"] == [2, "batch", 16]
+    assert meta["encoders"] == vocab.to_json() and meta["task"] == "lm"
 
 
 def test_cli_export_missing_run(tmp_path, capsys):

@@ -144,6 +144,12 @@ class TaskSpec:
     def write_plots(self, loaded: LoadedRun, prepared: Prepared, report: dict) -> None:
         """Write the task's plots into ``loaded.run`` after the held-out report."""
 
+    def export_model(self, loaded: LoadedRun):
+        """What ``rnnkit export`` writes for a trained run: a :class:`rnnkit.export.TaskExport`
+        (graphs with named example inputs and outputs, the sidecar's task facts, how a
+        validation batch feeds them and which metric to compare)."""
+        raise InvalidInputError(f"{self.name} runs cannot be exported yet")
+
     def format_report(self, report: dict) -> str:
         """The held-out report as text for the command line."""
         return "\n".join(f"{k}: {v}" for k, v in report.items() if not isinstance(v, list | dict))

@@ -280,7 +280,8 @@ class Classifier(Task):
                 x = F.pad(x, (0, 0, 0, short))
             x = F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
             lengths = self.conv_lengths(lengths)
-            x = x[:, : int(lengths.max())]
+            if not torch.compiler.is_exporting():  # an exported graph keeps the padded T'
+                x = x[:, : int(lengths.max())]  # trailing padding only: every step is masked
         output, state = self.encoder(x, lengths=lengths)
         pooled = self.pool(output, state, lengths)
         return self.head(self.output_dropout(pooled))

@@ -649,6 +649,38 @@ class ClassifySpec(TaskSpec):
     def write_plots(self, loaded: LoadedRun, prepared: ClassifyPrepared, report: dict) -> None:
         _plot(report, loaded.run / CONFUSION_PNG, "test accuracy")
 
+    def export_model(self, loaded: LoadedRun):
+        """``inputs`` (B, T) token ids or (B, T, C) standardised series, padded after
+        ``lengths`` (B,) valid steps, in; ``logits`` (B, K) out; checked by accuracy."""
+        from rnnkit.export import Graph, TaskExport
+
+        model = loaded.task
+        c = model.settings
+        text = model.embedding is not None
+        example = torch.ones(2, 3, dtype=torch.long) if text else torch.zeros(2, 3, c.input_size)
+        graph = Graph(
+            fn=model,
+            inputs={"inputs": example, "lengths": torch.tensor([3, 2])},
+            dims={"inputs": {0: "batch", 1: "time"}, "lengths": {0: "batch"}},
+            outputs={"logits": ["batch", c.num_classes]},
+            modules=[model],
+        )
+        return TaskExport(
+            [graph],
+            sidecar={
+                "inputs": (
+                    f"token ids of encoders.input, padded with {c.padding_idx}"
+                    if text
+                    else "series standardised by encoders.input (mean, std), padded with 0"
+                ),
+                "lengths": "valid steps of each row, 1 to time",
+                "logits": "one score per class of encoders.classes; softmax for probabilities",
+            },
+            feed=lambda batch: {"inputs": batch[0], "lengths": batch[1]},
+            score=lambda out, batch: (float((out[0].argmax(-1) == batch[2]).sum()), len(batch[2])),
+            metric="accuracy",
+        )
+
     def format_metrics(self, metrics: dict) -> str:
         if "val_accuracy" not in metrics:
             return ""

@@ -446,6 +446,29 @@ class LanguageModelSpec(TaskSpec):
         )
         return {"data": what, **metrics}
 
+    def export_model(self, loaded: LoadedRun):
+        """Streaming: ``ids`` (B, T) and the state in, ``logits`` (B, T, V) and the next state
+        out; checked by bpc (each validation window from a zero state)."""
+        from rnnkit.export import StreamingModel, TaskExport, cross_entropy_sum
+
+        stream = StreamingModel(loaded.task)
+        V = loaded.task.vocab_size
+        ids = torch.zeros(2, 3, dtype=torch.long)
+        graph = stream.graph("ids", ids, {0: "batch", 1: "time"}, "logits", ["batch", "time", V])
+        return TaskExport(
+            [graph],
+            sidecar={
+                **stream.sidecar(),
+                "ids": "token ids of encoders.tokens (0 is <unk>); next-token logits",
+            },
+            feed=lambda batch: stream.inputs("ids", batch[0]),
+            score=lambda out, batch: (
+                cross_entropy_sum(out[0], batch[1]) / math.log(2),
+                batch[1].numel(),
+            ),
+            metric="bpc",
+        )
+
     def format_metrics(self, metrics: dict) -> str:
         return ""  # the held-out report scores every validation character; it is printed
 
