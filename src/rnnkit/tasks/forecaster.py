@@ -665,6 +665,34 @@ class ForecastSpec(TaskSpec):
     def encoders_from_json(self, obj: dict) -> SeriesEncoders:
         return SeriesEncoders.from_json(obj)
 
+    def export_model(self, loaded: LoadedRun):
+        """``inputs`` (B, W, C) in, ``forecast`` (B, H) out (scaled, transformed: the sidecar
+        says how to build one and undo the other); checked by the scaled MAE."""
+        from rnnkit.export import Graph, TaskExport
+
+        model = loaded.task
+        data = loaded.config.get("data", {})
+        graph = Graph(
+            fn=model,
+            inputs={"inputs": torch.zeros(2, 3, model.input_size)},
+            dims={"inputs": {0: "batch", 1: "window"}},
+            outputs={"forecast": ["batch", model.horizon]},
+            modules=[model],
+        )
+        return TaskExport(
+            [graph],
+            sidecar={
+                "series": {k: data.get(k) for k in ("target", "features", "window", "transform")},
+                "inputs": "the last window rows: channel 0 the target after series.transform, "
+                "then the features; every channel standardised by encoders.scaler",
+                "forecast": "steps T+1 … T+H of channel 0, standardised and transformed: "
+                "multiply by scaler std[0], add mean[0], then undo series.transform",
+            },
+            feed=lambda batch: {"inputs": batch[0]},
+            score=lambda out, batch: (float((out[0] - batch[1]).abs().sum()), batch[1].numel()),
+            metric="mae_scaled",
+        )
+
     def callbacks(self, run: RunDir) -> list[Callback]:
         return [BestWeights(run)]
 

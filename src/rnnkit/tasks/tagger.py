@@ -296,11 +296,14 @@ class Tagger(Task):
             if chars is None:
                 raise ValueError("this tagger uses character features: pass chars (B, T, C)")
             B, T, C = chars.shape
-            flat = chars[mask]  # (N, C): the words of the batch
-            distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
-            spelled = self.char_features(distinct)[inverse]  # (N, 2H_c)
-            c = x.new_zeros(B, T, spelled.shape[1])
-            c[mask] = spelled
+            if torch.compiler.is_exporting():  # shapes may not depend on values: spell every slot
+                c = self.char_features(chars.flatten(0, 1)).view(B, T, -1) * mask[:, :, None]
+            else:
+                flat = chars[mask]  # (N, C): the words of the batch
+                distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
+                spelled = self.char_features(distinct)[inverse]  # (N, 2H_c)
+                c = x.new_zeros(B, T, spelled.shape[1])
+                c[mask] = spelled
             x = torch.cat([x, c], dim=2)
         return x
 
@@ -777,6 +780,52 @@ class TaggerSpec(TaskSpec):
 
     def encoders_from_json(self, obj: dict) -> TaggingVocab:
         return TaggingVocab.from_json(obj)
+
+    def export_model(self, loaded: LoadedRun):
+        """``words`` (B, T), ``lengths`` (B,) and, with character features, ``chars``
+        (B, T, C) in; ``emissions`` (B, T, K) out (with a CRF, Viterbi over the sidecar's
+        ``crf`` scores gives the tags); checked by tag accuracy."""
+        from rnnkit.export import Graph, TaskExport
+
+        model = loaded.task
+        inputs = {"words": torch.full((2, 3), 2), "lengths": torch.tensor([3, 2])}
+        dims = {"words": {0: "batch", 1: "time"}, "lengths": {0: "batch"}}
+        if model.char_features is not None:
+            inputs["chars"] = torch.full((2, 3, 4), 2)
+            dims["chars"] = {0: "batch", 1: "time", 2: "characters"}
+        sidecar = {
+            "words": "word ids of encoders.words (0 padding, 1 unknown), padded after lengths",
+            "chars": "character ids of each word (encoders.chars, 0 padding)",
+            "emissions": "a score per tag of encoders.tags; without crf the tag is the argmax",
+        }
+        if model.crf is not None:
+            sidecar["crf"] = {
+                "viterbi": "best path of start[y_1] + Σ emissions[t, y_t] + Σ transitions"
+                "[y_t, y_t+1] + end[y_L]",
+                **{k: v.tolist() for k, v in model.crf.state_dict().items()},
+            }
+
+        def score(out, batch):
+            paths = model.decode_emissions(torch.as_tensor(out[0]), batch.lengths)
+            gold = batch.tags.tolist()
+            correct = sum(p == g for path, row in zip(paths, gold) for p, g in zip(path, row))
+            return float(correct), int(batch.lengths.sum())
+
+        return TaskExport(
+            [
+                Graph(
+                    fn=model,
+                    inputs=inputs,
+                    dims=dims,
+                    outputs={"emissions": ["batch", "time", model.num_tags]},
+                    modules=[model],
+                )
+            ],
+            sidecar=sidecar,
+            feed=lambda b: dict(zip(inputs, (b.words, b.lengths, b.chars))),
+            score=score,
+            metric="accuracy",
+        )
 
     def report(
         self,
