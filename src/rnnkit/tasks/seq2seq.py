@@ -958,6 +958,101 @@ class Seq2SeqSpec(TaskSpec):
     def encoders_from_json(self, obj: dict) -> PairVocab:
         return PairVocab.from_json(obj)
 
+    def export_model(self, loaded: LoadedRun):
+        """Two graphs: the ``encoder`` reads ``source`` (B, S) and ``lengths`` once; the
+        ``decoder`` takes one step, ``tokens`` (B,) with the encoder's memory and the state,
+        to ``logits`` (B, V) and the next state (and attention ``weights`` (B, S)); checked by
+        teacher-forced token accuracy."""
+        from rnnkit.export import Graph, TaskExport
+
+        model = loaded.task
+        fields = ("h", "c") if model.decoder_cell == "lstm" else ("h",)
+        attends = model.attention is not None
+        keyed = model.attention_kind in ("general", "additive")  # dot attention's keys: memory
+        encoded = ["memory", "mask"] * attends + ["keys"] * keyed
+
+        def encode(source, lengths):
+            memory, mask, keys, state = model.encode(source, lengths)
+            return ((memory, mask) if attends else ()) + ((keys,) if keyed else ()) + state
+
+        def decode(tokens, *rest):
+            given = dict(zip([*encoded, *fields], rest))
+            memory, mask = given.get("memory"), given.get("mask")
+            keys = given.get("keys", memory)
+            state = tuple(given[f] for f in fields)
+            logits, state, weights = model.decode_step(tokens, state, memory, mask, keys)
+            return (logits, *state) + ((weights,) if attends else ())
+
+        source, lengths = torch.full((2, 3), END + 1), torch.tensor([3, 2])
+        with torch.no_grad():
+            example = dict(zip([*encoded, *fields], encode(source, lengths)))
+        M = model.encoder.num_directions * model.encoder.output_size
+        G, L = model.decoder_hidden_size, model.decoder_layers
+        shapes = {
+            "memory": ["batch", "source", M],
+            "mask": ["batch", "source"],
+            "keys": ["batch", "source", example["keys"].shape[-1]] if keyed else None,
+        }
+        encoder = Graph(
+            fn=encode,
+            inputs={"source": source, "lengths": lengths},
+            dims={"source": {0: "batch", 1: "source"}, "lengths": {0: "batch"}},
+            outputs={
+                **{k: shapes[k] for k in encoded},
+                **{f"{f}0": [L, "batch", G] for f in fields},
+            },
+            name="encoder",
+            modules=[model],
+        )
+        step_inputs = {"tokens": torch.full((2,), START), **example}
+        decoder = Graph(
+            fn=decode,
+            inputs=step_inputs,
+            dims={
+                "tokens": {0: "batch"},
+                **{k: {0: "batch", 1: "source"} for k in encoded},
+                **{f: {1: "batch"} for f in fields},
+            },
+            outputs={
+                "logits": ["batch", model.output.out_features],
+                **{f"{f}_next": [L, "batch", G] for f in fields},
+                **({"weights": ["batch", "source"]} if attends else {}),
+            },
+            name="decoder",
+            modules=[model],
+        )
+
+        def chain(batch, call):
+            out = call("encoder", {"source": batch.source, "lengths": batch.source_lengths})
+            memory = dict(zip(encoded, out))
+            state = dict(zip(fields, out[len(encoded) :]))
+            logits = []
+            for t in range(batch.target_in.shape[1]):  # teacher forcing: the given prefix
+                out = call("decoder", {"tokens": batch.target_in[:, t], **memory, **state})
+                logits.append(torch.as_tensor(out[0]))
+                state = dict(zip(fields, out[1 : 1 + len(fields)]))
+            return (torch.stack(logits, 1),)
+
+        def score(out, batch):
+            valid = batch.target_out != PAD
+            return float(((out[0].argmax(-1) == batch.target_out) & valid).sum()), int(valid.sum())
+
+        return TaskExport(
+            [encoder, decoder],
+            sidecar={
+                "specials": {"pad": PAD, "unknown": UNK, "start": START, "end": END},
+                "max_length": model.max_length,
+                "source": "character ids of encoders.source, padded after lengths",
+                "greedy": "run the encoder once; feed the decoder tokens = start with the "
+                "encoder's memory (mask, keys) and h0 (c0); each step's argmax over logits "
+                "(pad, unknown and start excluded) is the next character and the next tokens, "
+                "with the *_next state, until end or max_length characters",
+            },
+            chain=chain,
+            score=score,
+            metric="token_accuracy",
+        )
+
     def report(
         self,
         loaded: LoadedRun,
