@@ -26,6 +26,7 @@ metric computed both ways.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -91,7 +92,23 @@ def export_program(
     if dynamic_shapes is None and dynamic:
         dynamic_shapes = auto_dynamic_shapes(example_inputs)
     module = module.eval()
-    return torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+    with _frozen(module):
+        return torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module):
+    """Parameters without ``requires_grad`` while exporting: an inference graph needs no
+    backward, and with none to derive the exporter traces each scan's body once instead of
+    partitioning a joint forward-backward graph (twice as fast)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def export_onnx(
@@ -124,7 +141,7 @@ def export_onnx(
     level = registry.level
     registry.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _frozen(module):
             warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
             program = torch.onnx.export(

@@ -31,7 +31,7 @@ def scan(
 
     Args and returns as :func:`rnnkit.backends.reference.scan`.
     """
-    from torch._higher_order_ops.scan import scan as scan_op
+    from torch._higher_order_ops.scan import scan_op
 
     state_type = type(state)
     fields = len(state)
@@ -39,17 +39,23 @@ def scan(
     mixed = [] if keep is None else [i for i, k in enumerate(keep) if k is not None]
     # Fresh tensors, not views: scan traces its body again, and a view's storage offset would
     # be duck-sized into the same symbol as an equal weight dimension (and specialise B).
-    xs = (x.clone(), *(keep[i].clone() for i in mixed))
+    xs = [x.clone(), *(keep[i].clone() for i in mixed)]
+    # The weights enter the body as explicit inputs (the operator's additional inputs), so the
+    # body closes over no tensor and is traced once, without a compiler pass.
+    names = [n for n, w in weights.items() if w is not None]
+    given = tuple(weights[n] for n in names)
+    absent = {n: None for n, w in weights.items() if w is None}
 
-    def step(carry, inputs):
-        x_t, *keep_t = inputs
-        previous = state_type(*carry)
-        _, new = cell.step(x_t, previous, weights)
+    def step(*flat):
+        previous = state_type(*flat[:fields])
+        x_t, *keep_t = flat[fields : fields + len(xs)]
+        step_weights = {**dict(zip(names, flat[fields + len(xs) :])), **absent}
+        _, new = cell.step(x_t, previous, step_weights)
         new = list(new)
         for i, k in zip(mixed, keep_t):
             new[i] = new[i] + k * (previous[i] - new[i])  # k s + (1 - k) n
         # The output is h again: scan's body must not return one tensor twice.
-        return tuple(new), new[0].clone()
+        return [*new, new[0].clone()]
 
-    final, h = scan_op(step, tuple(state[i].clone() for i in range(fields)), xs)
-    return h, state_type(*final)
+    out = scan_op(step, [state[i].clone() for i in range(fields)], xs, given)
+    return out[fields], state_type(*out[:fields])
