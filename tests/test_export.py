@@ -168,3 +168,55 @@ def test_cli_export_missing_run(tmp_path, capsys):
     code = main(["export", str(tmp_path / "nope"), "--format", "pt2"])
     assert code == 2
     assert "error:" in capsys.readouterr().err
+
+
+class Padded(nn.Module):
+    """A padded batch with ``lengths``: outputs zero past each length, the state at each
+    sequence's last valid step."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.rnn = layer
+
+    def forward(self, x, lengths):
+        return self.rnn(x, lengths=lengths)
+
+
+PADDED = [
+    ("lstm", {"bidirectional": True, "num_layers": 2}),
+    ("gru", {}),
+    ("lstm", {"proj_size": 5, "batch_first": True}),
+    ("mingru", {"bidirectional": True}),
+    ("slstm", {}),
+]
+
+
+@pytest.mark.parametrize("config", PADDED, ids=config_id)
+def test_lengths_export_dynamic(config):
+    family, options = config
+    torch.manual_seed(0)
+    model = Padded(rnnkit.make_layer(family, EMBED, HIDDEN, **options)).eval()
+    first = model.rnn.batch_first
+    T, B = torch.export.Dim("T", min=1), torch.export.Dim("B", min=1)
+    x = torch.randn(3, 5, EMBED) if first else torch.randn(5, 3, EMBED)
+    shapes = ({0: B, 1: T} if first else {0: T, 1: B}, {0: B})
+    program = torch.export.export(model, (x, torch.tensor([5, 2, 4])), dynamic_shapes=shapes)
+    for T_, lengths in [(9, [9, 1, 4, 7]), (1, [1]), (6, [3, 6])]:
+        g = torch.Generator().manual_seed(T_)
+        shape = (len(lengths), T_, EMBED) if first else (T_, len(lengths), EMBED)
+        args = (torch.randn(*shape, generator=g), torch.tensor(lengths))
+        with torch.no_grad():
+            assert max_deviation(program.module()(*args), model(*args)) <= 1e-5
+
+
+def test_lengths_onnx_bidirectional(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from rnnkit import export
+
+    torch.manual_seed(0)
+    model = Padded(rnnkit.LSTM(EMBED, HIDDEN, bidirectional=True, batch_first=True)).eval()
+    args = (torch.randn(3, 5, EMBED), torch.tensor([5, 2, 4]))
+    path = export.export_onnx(model, args, tmp_path / "padded.onnx")
+    other = (torch.randn(4, 8, EMBED), torch.tensor([8, 1, 3, 6]))
+    assert export.check_onnx(path, model, other) <= 1e-5
