@@ -271,3 +271,13 @@ def test_existing_out_needs_force_and_bad_runs_exit_2(lm_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not (broken / "model.pt2").exists()
+
+
+def test_missing_export_extra_names_it(lm_run, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    capsys.readouterr()
+    assert main(["export", str(lm_run), "--out", "never.onnx", "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'onnxruntime'" in err[0] and "rnnkit[export]" in err[0]
