@@ -214,6 +214,20 @@ def test_forecast_onnx_and_program(folder, capsys):
     assert float((got - loaded.task(x)).abs().max()) <= 1e-5
 
 
+def test_music_program_streams_frames(folder, capsys):
+    pytest.importorskip("music21")
+    run = folder / "music"
+    train(["music", "--max-pieces", "4", "--val-fraction", "0.25", "--test-fraction", "0.25",
+           "--window", "16", "--batch-size", "4", "--hidden-size", "8",
+           "--out", str(run)])  # fmt: skip
+    summary = check_line(capsys, [str(run), "--format", "pt2"])
+    assert summary["check"]["ok"] and summary["check"]["metric"] == "frame_nll"
+    assert summary["check"]["pytorch"] == pytest.approx(summary["check"]["exported"], abs=1e-5)
+    graph = sidecar(run / "model.pt2")["graphs"]["model"]
+    assert list(graph["inputs"]) == ["frames", "h0", "c0"]
+    assert graph["inputs"]["frames"]["dtype"] == "float32"
+
+
 def test_check_reports_a_mismatch_with_exit_1(lm_run, tmp_path, capsys, monkeypatch):
     loaded = runs.load_run(lm_run)
     out = tmp_path / "lm.pt2"

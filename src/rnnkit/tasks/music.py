@@ -603,6 +603,36 @@ class MusicSpec(TaskSpec):
     def encoders_from_json(self, obj: dict) -> MusicEncoders:
         return MusicEncoders.from_json(obj)
 
+    def export_model(self, loaded: LoadedRun):
+        """Streaming: ``frames`` (B, T, P) and the state in, ``logits`` (B, T, P) of the next
+        frames and the next state out; checked by the frame NLL (each window from a zero
+        state)."""
+        from rnnkit.export import StreamingModel, TaskExport
+
+        stream = StreamingModel(loaded.task)
+        P = loaded.task.pitches
+        frames = torch.zeros(2, 3, P)
+        graph = stream.graph(
+            "frames", frames, {0: "batch", 1: "time"}, "logits", ["batch", "time", P]
+        )
+
+        def score(out, batch):
+            _, y, mask = batch
+            nll = F.binary_cross_entropy_with_logits(out[0], y, reduction="none").sum(-1)
+            return float((nll * mask).sum()), int(mask.sum())
+
+        return TaskExport(
+            [graph],
+            sidecar={
+                **stream.sidecar(),
+                "frames": "piano-roll frames, 1 where a pitch of encoders' range sounds",
+                "logits": "per pitch of the next frame; sigmoid for the probability it sounds",
+            },
+            feed=lambda batch: stream.inputs("frames", batch[0]),
+            score=score,
+            metric="frame_nll",
+        )
+
     def report(
         self,
         loaded: LoadedRun,
