@@ -148,7 +148,7 @@ def test_train_config_from_the_flags_and_the_task_default():
     [
         (["--lr", "0"], "--lr must be > 0, got 0.0"),
         (["--time-budget", "nan"], "--time-budget must be > 0, got nan"),
-        (["--early-stopping", "0"], "--early-stopping must be > 0, got 0"),
+        (["--early-stopping", "-1"], "--early-stopping must be >= 0, got -1"),
         (["--seed", "-1"], "--seed must be >= 0, got -1"),
         (["--warmup-steps", "-2"], "--warmup-steps must be >= 0, got -2"),
         (["--weight-decay", "inf"], "--weight-decay must be >= 0, got inf"),

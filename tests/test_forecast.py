@@ -341,24 +341,3 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     for name in last_a:
         torch.testing.assert_close(last_a[name], last_b[name], rtol=0, atol=0)
     assert part_report["model"]["mae"] == whole_report["model"]["mae"]
-
-
-def test_best_weights_survive_a_resume(tmp_path):
-    from types import SimpleNamespace
-
-    from rnnkit.io import RunDir, save_tensors
-    from rnnkit.tasks.forecaster import BEST_FILE, BestWeights
-
-    run = RunDir(tmp_path)
-    save_tensors(run / BEST_FILE, {"w": torch.ones(2)})
-    history = [{"step": 5, "val_loss": 0.4}, {"step": 10, "val_loss": 0.7}]
-    best = BestWeights(run)
-    best.on_train_start(SimpleNamespace(step=10, history=history))
-    assert (best.best, best.step) == (0.4, 5)
-    torch.testing.assert_close(best.state["w"], torch.ones(2))
-    task = SimpleNamespace(state_dict=lambda: {"w": torch.zeros(2)})
-    best.on_evaluate(SimpleNamespace(step=15, task=task), {"val_loss": 0.5})  # not better
-    assert best.step == 5
-    best.on_evaluate(SimpleNamespace(step=20, task=task), {"val_loss": 0.3})
-    assert best.step == 20
-    torch.testing.assert_close(load_tensors(run / BEST_FILE)["w"], torch.zeros(2))

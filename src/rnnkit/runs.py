@@ -11,6 +11,10 @@ on held-out data). Everything else is written once, here:
   train, versions, ``created``), the task's encoders (``vocab.json`` …, one file), the data
   split (``split.json``), ``model.safetensors``, ``metrics.jsonl``, ``trainer_state/``, the
   held-out report ``test_metrics.json`` and the task's plots;
+- best weights: with validation data ``model.safetensors`` holds the weights of the lowest
+  validation loss (every task; evaluation, sampling, prediction and export read it), the last
+  state stays in ``trainer_state/`` for ``--resume``, and the report's ``best_step`` says
+  which step the weights are from (:func:`best_step`);
 - every input validated before anything on disk changes; ``--force`` and ``--resume`` rules;
 - resume: the data is read again and must be unchanged (every ``*sha256`` in the data record),
   the split and encoders are the run's own, limits may be raised; the continuation is
@@ -211,6 +215,7 @@ class RunResult:
             "epochs": r.epoch,
             "elapsed": r.elapsed,
             "stop_reason": r.stop_reason,
+            "best_step": r.best_step,
             "tokens_per_second": r.tokens_per_second,
             "metrics": r.metrics,
             "test": self.report,
@@ -448,11 +453,35 @@ def _fit(spec, task, train, prepared, run, callbacks, resume, device, precision)
     spec.after_training(task, run, own)
     task.cpu().eval()  # held-out reports and later use run on the CPU, like the saved weights
     loaded = LoadedRun(spec, task, prepared.encoders, run.read_config(), run)
-    report = spec.report(loaded, prepared)
+    report = _with_best_step(spec.report(loaded, prepared), run)
     if report:
         atomic_write_json(run.test_metrics_path, report)
         spec.write_plots(loaded, prepared, report)
     return RunResult(result, run, report)
+
+
+def best_step(run: RunDir) -> int | None:
+    """The step whose weights ``model.safetensors`` holds (the lowest validation loss), from the
+    run's checkpoint; None without validation (the last weights) or in runs written before
+    best weights were tracked."""
+    from rnnkit.train.checkpoint import find_checkpoint
+
+    folder = find_checkpoint(run.path)
+    try:
+        state = read_json(folder / "state.json") if folder is not None else {}
+    except InvalidInputError:  # a damaged checkpoint does not stop the weights being scored
+        return None
+    step = state.get("best_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _with_best_step(report: dict, run: RunDir) -> dict:
+    """``report`` with ``best_step`` added (held-out reports of a run's own data only)."""
+    if report and "best_step" not in report:
+        step = best_step(run)
+        if step is not None:
+            report["best_step"] = step
+    return report
 
 
 # -- loading and evaluation --------------------------------------------------------------------
@@ -598,6 +627,8 @@ def evaluate_run(path: str | os.PathLike | LoadedRun, **options) -> dict:
         except InvalidInputError as exc:
             raise InvalidInputError(f"{exc}; pass a data file to evaluate on another") from None
     report = loaded.spec.report(loaded, prepared, **options)
+    if prepared is not None:
+        report = _with_best_step(report, loaded.run)
     if not report:
         raise InvalidInputError(f"{loaded.run.path} has no held-out data; pass a data file")
     return report

@@ -42,11 +42,17 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory of `rnnkit train music`")
-    parser.add_argument("--bars", type=int, default=16, help="length of the piece (default 16)")
     parser.add_argument(
-        "--temperature", type=float, default=1.0, help="> 0; lower is more conservative (default 1)"
+        "--bars", type=int, default=16, metavar="N", help="length of the piece (default 16)"
     )
-    parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="> 0; lower is more conservative (default 1)",
+    )
+    parser.add_argument("--seed", type=int, metavar="N", help="random seed (default: a fresh one)")
     primer = parser.add_mutually_exclusive_group()
     primer.add_argument("--primer", metavar="FILE", help="a music file to continue")
     primer.add_argument(
@@ -58,7 +64,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--png", metavar="FILE", help="piano-roll image (default: --out with .png)")
     parser.add_argument(
-        "--tempo", type=float, default=100.0, help="quarter notes per minute (default 100)"
+        "--tempo",
+        type=float,
+        default=100.0,
+        metavar="BPM",
+        help="quarter notes per minute (default 100)",
     )
     parser.add_argument("--force", action="store_true", help="replace existing --out / PNG")
     add_threads_flag(parser)

@@ -132,11 +132,15 @@ def check_probability(args, *flags: str) -> None:
 
 def check_training_options(args) -> None:
     """The optimisation, stopping and seed flags a command has: > 0 or >= 0 as they must be."""
-    present = [f for f in ("--lr", "--eval-every", "--early-stopping") if hasattr(args, _dest(f))]
+    present = [f for f in ("--lr", "--eval-every") if hasattr(args, _dest(f))]
     check_positive(args, *present, "--time-budget", "--epochs", "--steps")
     check_non_negative(
         args,
-        *[f for f in ("--weight-decay", "--warmup-steps") if hasattr(args, _dest(f))],
+        *[
+            f
+            for f in ("--weight-decay", "--warmup-steps", "--early-stopping")
+            if hasattr(args, _dest(f))
+        ],
         "--seed",
         "--clip-norm",
     )
@@ -200,7 +204,8 @@ TRAIN_HELP = {
     "gamma": "step schedule: decay factor",
     "plateau_patience": "plateau schedule: evaluations without improvement before decay",
     "eval_every": "evaluate and checkpoint every N steps",
-    "early_stopping": "stop after this many evaluations without improvement",
+    "early_stopping": "with validation data, stop after N evaluations without improvement of "
+    "the validation loss (0: off); the best evaluation's weights are kept either way",
 }
 TRAIN_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 TRAIN_FLAGS = tuple(TRAIN_HELP)
@@ -538,6 +543,13 @@ def run_training(args, task: str, make_run) -> int:
             f"trained {r.step:,} steps in {r.elapsed:.0f} s ({why}), "
             f"{r.tokens_per_second:,.0f} {spec.throughput_unit}/s"
         )
+        if r.stop_reason == "early_stopping":
+            print(
+                f"stopped: early_stopping after {r.bad_evals} evaluations without improvement; "
+                f"best step {r.best_step}"
+            )
+        elif r.best_step is not None and r.best_step != r.step:
+            print(f"weights of step {r.best_step} (best validation loss)")
         summary = spec.format_metrics(r.metrics)
         if summary:
             print(summary)

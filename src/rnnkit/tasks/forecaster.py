@@ -52,9 +52,7 @@ from rnnkit.io import (
     RunDir,
     atomic_write_bytes,
     file_sha256,
-    load_tensors,
     read_jsonl,
-    save_tensors,
 )
 from rnnkit.layers import make_layer
 from rnnkit.runs import (
@@ -66,6 +64,7 @@ from rnnkit.runs import (
     resume_run,
     train_run,
 )
+from rnnkit.runs import best_step as runs_best_step
 from rnnkit.tasks.base import (
     CELLS,
     StepOutput,
@@ -318,7 +317,6 @@ def _fmt(v) -> str:
 # -- the forecasting run -----------------------------------------------------------------------
 SERIES_FILE = "series.json"
 PLOT_FILE = "forecast.png"
-BEST_FILE = "best.safetensors"
 
 
 @dataclass
@@ -567,43 +565,13 @@ def check_season(data: ForecastData, season: int | None) -> None:
         )
 
 
-class BestWeights(Callback):
-    """Keep the weights with the lowest validation loss (restored into the model at the end).
-
-    With a run directory they are also written to ``best.safetensors`` at each improvement, so
-    a resumed run knows its best weights so far (their loss is read back from the metrics).
-    """
-
-    def __init__(self, run: RunDir | None = None) -> None:
-        self.run = run
-        self.best = math.inf
-        self.step = None
-        self.state: dict[str, Tensor] | None = None
-
-    def on_train_start(self, trainer) -> None:
-        path = None if self.run is None else self.run / BEST_FILE
-        if trainer.step == 0 or path is None or not path.is_file():
-            return
-        seen = [r for r in trainer.history if r.get("val_loss") is not None]
-        if seen:
-            record = min(seen, key=lambda r: r["val_loss"])
-            self.best, self.step = record["val_loss"], record["step"]
-            self.state = load_tensors(path)
-
-    def on_evaluate(self, trainer, metrics: dict) -> None:
-        value = metrics.get("val_loss")
-        if value is not None and math.isfinite(value) and value < self.best:
-            self.best, self.step = value, trainer.step
-            self.state = {k: v.detach().clone() for k, v in trainer.task.state_dict().items()}
-            if self.run is not None:
-                save_tensors(self.run / BEST_FILE, self.state)
-
-
 def best_step(run: RunDir) -> int | None:
-    """The step whose weights a run keeps (lowest validation loss in ``metrics.jsonl``, the
-    first of equals, as :class:`BestWeights` chose them); None without validation."""
-    if not run.metrics_path.is_file():
-        return None
+    """The step whose weights a run keeps: the engine's record (:func:`rnnkit.runs.best_step`);
+    runs written before it read the lowest validation loss in ``metrics.jsonl`` (the first of
+    equals, as they chose them). None without validation."""
+    step = runs_best_step(run)
+    if step is not None or not run.metrics_path.is_file():
+        return step
     seen = [
         r
         for r in read_jsonl(run.metrics_path)
@@ -692,16 +660,6 @@ class ForecastSpec(TaskSpec):
             score=lambda out, batch: (float((out[0] - batch[1]).abs().sum()), batch[1].numel()),
             metric="mae_scaled",
         )
-
-    def callbacks(self, run: RunDir) -> list[Callback]:
-        return [BestWeights(run)]
-
-    def after_training(self, task: Forecaster, run: RunDir, callbacks) -> None:
-        """The best weights (lowest validation loss) into ``model.safetensors``."""
-        for best in callbacks:
-            if isinstance(best, BestWeights) and best.state is not None:
-                task.load_state_dict(best.state)
-                run.save_weights(task.state_dict())
 
     def report(
         self,
@@ -792,9 +750,8 @@ def train_forecaster(
     training 2000 steps, evaluation every 100).
 
     Writes ``config.json``, ``series.json`` (scaler, AR coefficients, spans),
-    ``model.safetensors`` (best validation weights), ``best.safetensors`` (best so far, for
-    resuming), ``metrics.jsonl``, ``trainer_state/``, ``test_metrics.json`` (test span: model
-    and baselines) and ``forecast.png``.
+    ``model.safetensors`` (best validation weights), ``metrics.jsonl``, ``trainer_state/``,
+    ``test_metrics.json`` (test span: model and baselines) and ``forecast.png``.
 
     Returns:
         ``(train result, run directory, test report)``.
@@ -940,7 +897,6 @@ def plot_forecasts(
 __all__ = [
     "CELLS",
     "SPEC",
-    "BestWeights",
     "ForecastSpec",
     "Forecaster",
     "ForecasterConfig",

@@ -2,7 +2,9 @@
 
 ``trainer_state/`` holds everything needed to continue a run bit for bit::
 
-    model.safetensors       weights at the checkpoint (the run's top-level copy may lag on a crash)
+    model.safetensors       weights at the checkpoint (the last ones, from which training resumes)
+    best.safetensors        weights of the best validation loss so far (with validation data);
+                            the run's top-level model.safetensors is a copy (it may lag on a crash)
     optimizer.safetensors   every optimiser state tensor, named "<param index>.<key>"
     tensors.safetensors     the torch CPU RNG state and the carried recurrent state (TBPTT)
     state.json              step, epoch, data position, elapsed time, schedule and early-stopping
@@ -173,18 +175,22 @@ def write_checkpoint(
     state: dict,
     device: torch.device | None = None,
     ranks: Sequence[tuple[Any, dict, dict[str, torch.Tensor]]] = (),
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write ``trainer_state/`` atomically (see module docstring); ``state`` is JSON-able.
 
     ``carry`` and the RNG states captured here are this process's (rank 0's). Under data
     parallelism ``ranks`` holds ``(carry, rng_json, rng_tensors)`` of ranks 1, 2, …: their
     tensors are stored as ``rank<r>.<name>`` and their structure in ``state.json``'s ``ranks``.
+    ``best``: the weights of the best validation loss so far (``best.safetensors``), if any.
     """
     tmp, final, old = (run_path / f"trainer_state{s}" for s in (".tmp", "", ".old"))
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     save_tensors(tmp / "model.safetensors", model.state_dict())
+    if best is not None:
+        save_tensors(tmp / "best.safetensors", best)
     opt_json, opt_tensors = flatten_optimizer(optimizer)
     save_tensors(tmp / "optimizer.safetensors", opt_tensors)
     tensors: dict[str, torch.Tensor] = {}
@@ -219,7 +225,8 @@ def write_checkpoint(
 
 
 def read_checkpoint(run_path: Path) -> dict:
-    """Load a checkpoint: ``{"state", "model", "optimizer", "tensors", "carry", "ranks"}``.
+    """Load a checkpoint: ``{"state", "model", "best", "optimizer", "tensors", "carry",
+    "ranks"}`` (``best``: the best weights so far, or None).
 
     RNG states are returned in ``state["rng"]`` / ``tensors`` and restored by the caller with
     :func:`restore_rng` at the moment training continues. ``ranks`` lists, for ranks 1, 2, …
@@ -237,9 +244,11 @@ def read_checkpoint(run_path: Path) -> dict:
             f"this rnnkit reads format {FORMAT}"
         )
     tensors = load_tensors(folder / "tensors.safetensors")
+    best = folder / "best.safetensors"
     return {
         "state": state,
         "model": load_tensors(folder / "model.safetensors"),
+        "best": load_tensors(best) if best.is_file() else None,
         "optimizer": load_tensors(folder / "optimizer.safetensors"),
         "tensors": tensors,
         "carry": unflatten_state(state["carry"], tensors),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
+EARLY_STOPPING = 10  # evaluations without improvement (patience), when validation data exists
 
 
 @dataclass
@@ -42,7 +43,12 @@ class TrainConfig:
         checkpoint_seconds: also checkpoint when this many seconds of wall-clock time have
             passed since the last checkpoint (None: off), so a kill loses minutes, not an epoch.
             Checkpoints do not change the trajectory; resumes stay exact.
-        early_stopping: stop after this many evaluations without improvement (None: off).
+        early_stopping: with validation data, stop after this many evaluations without an
+            improvement of the validation loss (0 or None: off). Default
+            :data:`EARLY_STOPPING` = 10: the weights of the best evaluation are kept either way
+            (see :class:`rnnkit.train.Trainer`), so stopping only saves the time a model that
+            has begun to overfit would spend; ten evaluations leave a learning-rate schedule
+            room to recover from a plateau.
         min_delta: improvement smaller than this does not count (early stopping, plateau).
         seed: seed of python, numpy and torch RNGs at the start of a fresh run.
     """
@@ -65,7 +71,7 @@ class TrainConfig:
     eval_batches: int | None = None
     checkpoint_every: int | None = None
     checkpoint_seconds: float | None = 300.0
-    early_stopping: int | None = None
+    early_stopping: int | None = EARLY_STOPPING
     min_delta: float = 0.0
     steps: int | None = None
     epochs: int | None = None
@@ -122,7 +128,14 @@ class TrainConfig:
         positive("eval_batches", self.eval_batches, allow_none=True, integer=True)
         positive("checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
         positive("checkpoint_seconds", self.checkpoint_seconds, allow_none=True)
-        positive("early_stopping", self.early_stopping, allow_none=True, integer=True)
+        if self.early_stopping is not None and (
+            isinstance(self.early_stopping, bool)
+            or not isinstance(self.early_stopping, int)
+            or self.early_stopping < 0
+        ):
+            raise ValueError(
+                f"early_stopping must be an integer >= 0 (0: off), got {self.early_stopping!r}"
+            )
         non_negative("min_delta", self.min_delta)
         positive("steps", self.steps, allow_none=True, integer=True)
         positive("epochs", self.epochs, allow_none=True, integer=True)

@@ -46,7 +46,10 @@ class TrainResult:
     ``stop_reason``: ``steps``, ``epochs``, ``time_budget``, ``early_stopping``,
     ``interrupted`` (Ctrl-C, SIGTERM or SIGHUP) or a reason passed to
     :meth:`Trainer.request_stop`. ``metrics``: the last metrics line (val_* from the last
-    evaluation). ``signal``: the signal number that interrupted training, else None.
+    evaluation). ``best_step``: the step whose weights the task holds after training (lowest
+    validation loss; None without validation data: the last weights). ``bad_evals``:
+    evaluations since the best one. ``signal``: the signal number that interrupted training,
+    else None.
     """
 
     step: int
@@ -57,6 +60,8 @@ class TrainResult:
     stop_reason: str
     metrics: dict = field(default_factory=dict)
     best_val_loss: float = math.inf
+    best_step: int | None = None
+    bad_evals: int = 0
     signal: int | None = None
 
     @property
@@ -123,6 +128,13 @@ class Trainer:
             (autocast to float16 with a gradient scaler checkpointed with the run; GPU only).
             Device and precision are not part of :class:`TrainConfig`: they change how a
             trajectory is computed, not which one; checkpoints record them for information.
+
+    Best weights: with validation data, every evaluation whose validation loss improves on the
+    best so far keeps a copy of the weights. They are checkpointed with the last state
+    (``trainer_state/best.safetensors``), written as the run's ``model.safetensors`` (the
+    last weights stay in ``trainer_state/`` for an exact resume), and loaded into the task when
+    :meth:`fit` returns. ``config.early_stopping`` (with validation data only) stops training
+    after that many evaluations without improvement.
 
     Data parallelism: when the process was started by ``torchrun`` (``WORLD_SIZE`` > 1) or a
     process group is initialised, the trainer joins it (:func:`rnnkit.distributed.init`), keeps
@@ -201,6 +213,9 @@ class Trainer:
         self.tokens_seen = 0
         self.best_loss = math.inf
         self.bad_evals = 0
+        # Weights of the best validation loss so far (CPU copies) and their step.
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_step: int | None = None
         self.last_eval_step = -1
         self.last_checkpoint_step = -1
         self.lr = config.lr
@@ -341,7 +356,19 @@ class Trainer:
             self._restore_sigint(previous)
             for cb in self.callbacks:
                 cb.on_train_end(self, result or self._result("error"))
+        self.restore_best()
         return result
+
+    def restore_best(self) -> None:
+        """Load the best weights so far into the task (nothing without validation data)."""
+        if self.best_state is not None:
+            with torch.no_grad():
+                for name, tensor in self.task.state_dict().items():
+                    tensor.copy_(self.best_state[name])
+
+    def saved_weights(self) -> dict[str, torch.Tensor]:
+        """What ``model.safetensors`` holds: the best weights so far, else the current ones."""
+        return self.best_state if self.best_state is not None else self.task.state_dict()
 
     _REASONS = ("", "steps", "epochs", "time_budget", "early_stopping", "interrupted", "callback")
 
@@ -567,9 +594,15 @@ class Trainer:
         self.schedule.observe(monitored)
         if math.isfinite(monitored) and monitored < self.best_loss - self.config.min_delta:
             self.best_loss, self.bad_evals = monitored, 0
+            if "loss" in val:  # only validation decides which weights are kept
+                self.best_step = self.step
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.task.state_dict().items()
+                }
         else:
             self.bad_evals += 1
-        if self.config.early_stopping is not None and self.bad_evals >= self.config.early_stopping:
+        patience = self.config.early_stopping
+        if patience and "loss" in val and self.bad_evals >= patience:
             self._stop_reason = self._stop_reason or "early_stopping"
         record.update(self._pending)
         self._pending = {}
@@ -590,6 +623,8 @@ class Trainer:
             stop_reason=reason,
             metrics=self.history[-1] if self.history else {},
             best_val_loss=self.best_loss,
+            best_step=self.best_step,
+            bad_evals=self.bad_evals,
             signal=self._signal if reason == "interrupted" else None,
         )
 
@@ -630,6 +665,7 @@ class Trainer:
             carry=self.carry,
             device=self.device,
             ranks=ranks,
+            best=self.best_state,
             state={
                 "step": self.step,
                 "epoch": self.epoch,
@@ -638,6 +674,7 @@ class Trainer:
                 "train_time": self.train_time,
                 "tokens_seen": self.tokens_seen,
                 "best_loss": self.best_loss,
+                "best_step": self.best_step,
                 "bad_evals": self.bad_evals,
                 "last_eval_step": self.last_eval_step,
                 "lr": self.lr,
@@ -652,7 +689,7 @@ class Trainer:
                 **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             },
         )
-        save_tensors(self.run.model_path, self.task.state_dict())
+        save_tensors(self.run.model_path, self.saved_weights())
         self.last_checkpoint_step = self.step
         self._last_checkpoint_clock = time.monotonic()
         for cb in self.callbacks:
@@ -682,6 +719,8 @@ class Trainer:
         self.tokens_seen = s["tokens_seen"]
         self.best_loss = math.inf if s["best_loss"] is None else s["best_loss"]
         self.bad_evals, self.last_eval_step = s["bad_evals"], s["last_eval_step"]
+        # Checkpoints from before best-weight tracking have neither: the best starts afresh.
+        self.best_step, self.best_state = s.get("best_step"), ckpt.get("best")
         self.lr, self._window = s["lr"], dict(s["window"])
         if self.scaler is not None and "scaler" in s:
             self.scaler.load_state_dict(s["scaler"])
