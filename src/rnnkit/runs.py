@@ -50,6 +50,7 @@ from rnnkit.devices import check_precision, resolve_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, atomic_write_json, read_json, tensor_shapes
 from rnnkit.train import Callback, TrainConfig, Trainer, TrainResult, seed_everything
+from rnnkit.train.config import evaluation_interval
 from rnnkit.train.task import Task
 
 log = logging.getLogger("rnnkit.runs")
@@ -134,9 +135,15 @@ class TaskSpec:
         """The data config of a run from its ``config.json`` data record (resume, evaluate)."""
         return self.data_config.from_dict(record, strict=False)
 
-    def train_config(self, train: TrainConfig, prepared: Prepared) -> TrainConfig:
-        """Adjust training options that depend on the data (e.g. evaluate once per epoch)."""
-        return train
+    def data_defaults(self, model, train: TrainConfig, prepared: Prepared) -> tuple:
+        """Settings left to the data, chosen from the prepared data before the model is built:
+        ``(model, train, note)``. ``train.eval_every`` None becomes once per epoch (at most
+        every 500 steps); a task may also fill its model config's None fields. ``note`` is one
+        line saying what was chosen and why ('' when nothing was); the summary prints it and
+        ``config.json`` keeps it as ``"data_defaults"``."""
+        if train.eval_every is None:
+            train = train.replace(eval_every=evaluation_interval(len(prepared.train)))
+        return model, train, ""
 
     def callbacks(self, run: RunDir) -> list[Callback]:
         """Callbacks the task always trains with (besides the caller's)."""
@@ -204,6 +211,7 @@ class RunResult:
     result: TrainResult
     run: RunDir
     report: dict
+    note: str = ""  # what the data chose (TaskSpec.data_defaults), on a fresh run
 
     def to_dict(self) -> dict:
         """The summary ``--json`` prints: how training ended, last metrics, held-out report."""
@@ -219,6 +227,7 @@ class RunResult:
             "tokens_per_second": r.tokens_per_second,
             "metrics": r.metrics,
             "test": self.report,
+            **({"data_defaults": self.note} if self.note else {}),
         }
 
 
@@ -265,7 +274,7 @@ def train_run(
     _join_processes(device, precision, getattr(data, "batch_size", None))
     run = RunDir.prepare(out, force=force, tasks=SPECS)
     prepared = spec.prepare(data, train.seed)
-    train = spec.train_config(train, prepared)
+    model, train, note = spec.data_defaults(model, train, prepared)
     seed_everything(train.seed)
     try:
         task = spec.build(model, prepared)
@@ -284,13 +293,16 @@ def train_run(
                 "model": task.config(),
                 "data": {**data.to_dict(), **prepared.record},
                 "train": train.to_dict(),
+                **({"data_defaults": note} if note else {}),
                 "created": _now(),
             }
         )
     distributed.barrier()  # the other ranks read nothing before rank 0 has written the run
     log.info("training %s: %d parameters", spec.name, sum(p.numel() for p in task.parameters()))
     try:
-        return _train_new(spec, task, train, prepared, run, callbacks, device, precision)
+        done = _train_new(spec, task, train, prepared, run, callbacks, device, precision)
+        done.note = note
+        return done
     finally:
         run.unlock()
 

@@ -313,9 +313,10 @@ def add_train_flags(group, names=TRAIN_FLAGS, *, defaults=None) -> None:
 
     if dataclasses.is_dataclass(defaults):
         defaults = {n: getattr(defaults, n) for n in names}
-    add_config_flags(
-        group, TrainConfig, names, defaults=defaults, help=TRAIN_HELP, choices=TRAIN_CHOICES
-    )
+    text = dict(TRAIN_HELP)
+    if (defaults or {}).get("eval_every", 0) is None:
+        text["eval_every"] += " (default: once per epoch, at most every 500)"
+    add_config_flags(group, TrainConfig, names, defaults=defaults, help=text, choices=TRAIN_CHOICES)
 
 
 def add_limit_flags(group, *, epochs_help: str = "passes over the training data") -> None:
@@ -539,6 +540,8 @@ def run_training(args, task: str, make_run) -> int:
         print(json_line(done.to_dict()))
     else:
         why = STOP_REASONS.get(r.stop_reason, r.stop_reason)
+        if done.note:
+            print(done.note)
         print(
             f"trained {r.step:,} steps in {r.elapsed:.0f} s ({why}), "
             f"{r.tokens_per_second:,.0f} {spec.throughput_unit}/s"

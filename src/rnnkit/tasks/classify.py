@@ -565,10 +565,10 @@ class ClassifySpec(TaskSpec):
     def default_train(self) -> TrainConfig:
         return TrainConfig(epochs=10, eval_every=EVAL_PER_EPOCH)
 
-    def train_config(self, train: TrainConfig, prepared: ClassifyPrepared) -> TrainConfig:
+    def data_defaults(self, model, train: TrainConfig, prepared: ClassifyPrepared) -> tuple:
         if train.eval_every == EVAL_PER_EPOCH:
-            return train.replace(eval_every=len(prepared.train))
-        return train
+            train = train.replace(eval_every=len(prepared.train))
+        return super().data_defaults(model, train, prepared)
 
     def prepare(self, data: ClassifyData, seed: int, *, encoders=None, split=None):
         return prepare_data(data, seed, encoders=encoders, split=split)

@@ -54,8 +54,15 @@ from rnnkit.tasks.base import (
     check_layer_options,
     check_positive_ints,
 )
-from rnnkit.tasks.lm_defaults import LM_DEFAULTS, LM_TIME_BUDGET
+from rnnkit.tasks.lm_defaults import (
+    LM_DEFAULTS,
+    LM_TIME_BUDGET,
+    corpus_size,
+    size_aware_dropout,
+)
+from rnnkit.tasks.ngram import ngram_bpc
 from rnnkit.train import Callback, TrainConfig, TrainResult
+from rnnkit.train.config import evaluation_interval
 
 
 class LanguageModel(Task):
@@ -322,8 +329,12 @@ class LMConfig(Config):
     embedding_size: int = field(default=64, metadata={"help": "embedding size E"})
     hidden_size: int = field(default=256, metadata={"help": "hidden units H per layer"})
     num_layers: int = field(default=2, metadata={"help": "stacked recurrent layers"})
-    dropout: float = field(
-        default=0.0, metadata={"help": "dropout on embeddings, between layers, before decoder"}
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "dropout on embeddings, between layers, before decoder (default: from the "
+            "size of the training text, 0 to 0.3; the summary says which)"
+        },
     )
     tie_weights: bool = field(
         default=False,
@@ -399,6 +410,26 @@ class LanguageModelSpec(TaskSpec):
     def default_train(self) -> TrainConfig:
         return TrainConfig(time_budget=LM_TIME_BUDGET, **LM_DEFAULTS)
 
+    def data_defaults(self, model: LMConfig, train: TrainConfig, prepared: LMData) -> tuple:
+        """Dropout (when None) from the number of training characters
+        (:func:`rnnkit.tasks.lm_defaults.size_aware_dropout`); evaluation (when ``eval_every``
+        is None) once per epoch, at most every 500 steps."""
+        chosen = []
+        if train.eval_every is None:
+            chosen.append(f"evaluation every {evaluation_interval(len(prepared.train)):,} steps")
+        model, train, _ = super().data_defaults(model, train, prepared)
+        if model.dropout is None:
+            model = model.replace(dropout=size_aware_dropout(prepared.record["train_characters"]))
+            chosen.insert(0, f"dropout {model.dropout:g}")
+        if not chosen:
+            return model, train, ""
+        chars = prepared.record["train_characters"]
+        return (
+            model,
+            train,
+            f"{corpus_size(chars)}: {chars:,} training characters → " + (", ".join(chosen)),
+        )
+
     def saved_data(self, record: dict) -> TextData:
         # The text is read again from the absolute path the run recorded as its source.
         data = TextData.from_dict(record, strict=False)
@@ -428,7 +459,8 @@ class LanguageModelSpec(TaskSpec):
         **_,
     ) -> dict:
         """Loss, bpc and perplexity on the validation part, or on every character of
-        ``data_file``."""
+        ``data_file``; on the validation part also ``baselines``, the bpc of the unigram and
+        bigram models counted on the training part (:mod:`rnnkit.tasks.ngram`)."""
         data = loaded.config.get("data", {})
         if data_file is not None:
             text, what = read_text(data_file), f"text {data_file}"
@@ -444,7 +476,11 @@ class LanguageModelSpec(TaskSpec):
             bptt=bptt or data.get("bptt", 75),
             what=what,
         )
-        return {"data": what, **metrics}
+        report = {"data": what, **metrics}
+        if data_file is None:
+            val_ids = loaded.encoders.encode(text)
+            report["baselines"] = ngram_bpc(prepared.train.ids, val_ids, len(loaded.encoders))
+        return report
 
     def export_model(self, loaded: LoadedRun):
         """Streaming: ``ids`` (B, T) and the state in, ``logits`` (B, T, V) and the next state
@@ -472,11 +508,29 @@ class LanguageModelSpec(TaskSpec):
     def format_metrics(self, metrics: dict) -> str:
         return ""  # the held-out report scores every validation character; it is printed
 
+    def format_evaluation(self, report: dict) -> dict:
+        shown = {k: v for k, v in report.items() if k != "baselines"}
+        for name, bpc in report.get("baselines", {}).items():
+            shown[f"{name}_bpc"] = bpc
+        return shown
+
     def format_report(self, report: dict) -> str:
-        return (
+        line = (
             f"{report['data']}: loss {report['loss']:.4f} nats/char, {report['bpc']:.3f} bpc, "
             f"perplexity {report['perplexity']:.2f}"
         )
+        baselines = report.get("baselines")
+        if not baselines:
+            return line
+        line += "\nbaselines counted on the training part: " + ", ".join(
+            f"{name} {bpc:.3f} bpc" for name, bpc in baselines.items()
+        )
+        lost = [name for name, bpc in baselines.items() if report["bpc"] >= bpc]
+        if lost:
+            line += f"; the model LOSES to the {' and '.join(lost)} baseline" + "s" * (
+                len(lost) > 1
+            )
+        return line
 
 
 SPEC = LanguageModelSpec()

@@ -9,6 +9,19 @@ from dataclasses import dataclass
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 EARLY_STOPPING = 10  # evaluations without improvement (patience), when validation data exists
+MAX_EVAL_EVERY = 500  # steps between evaluations at most, when eval_every is left to the data
+
+
+def evaluation_interval(steps_per_epoch: int | None) -> int:
+    """Steps between evaluations when ``eval_every`` is None: once per epoch, at most every
+    :data:`MAX_EVAL_EVERY` steps (that many when the epoch's length is unknown).
+
+    >>> evaluation_interval(15), evaluation_interval(313), evaluation_interval(20_000)
+    (15, 313, 500)
+    """
+    if steps_per_epoch is None:
+        return MAX_EVAL_EVERY
+    return max(1, min(MAX_EVAL_EVERY, int(steps_per_epoch)))
 
 
 @dataclass
@@ -37,7 +50,9 @@ class TrainConfig:
         warmup_steps: linear warm-up from lr / warmup_steps to lr over the first steps (any
             schedule).
         eval_every: evaluate (and checkpoint) every this many steps; the end of training
-            always evaluates.
+            always evaluates. None: once per epoch, at most every 500 steps
+            (:func:`evaluation_interval`), so small data is watched closely enough for early
+            stopping and best weights to act before it overfits.
         eval_batches: evaluate on at most this many validation batches (None: all).
         checkpoint_every: extra checkpoints every this many steps (None: at evaluations only).
         checkpoint_seconds: also checkpoint when this many seconds of wall-clock time have
@@ -67,7 +82,7 @@ class TrainConfig:
     gamma: float = 0.5
     plateau_patience: int = 2
     plateau_factor: float = 0.5
-    eval_every: int = 500
+    eval_every: int | None = 500
     eval_batches: int | None = None
     checkpoint_every: int | None = None
     checkpoint_seconds: float | None = 300.0
@@ -124,7 +139,7 @@ class TrainConfig:
         positive("plateau_patience", self.plateau_patience, integer=True)
         if not 0 < self.plateau_factor < 1:
             raise ValueError(f"plateau_factor must be in (0, 1), got {self.plateau_factor!r}")
-        positive("eval_every", self.eval_every, integer=True)
+        positive("eval_every", self.eval_every, allow_none=True, integer=True)
         positive("eval_batches", self.eval_batches, allow_none=True, integer=True)
         positive("checkpoint_every", self.checkpoint_every, allow_none=True, integer=True)
         positive("checkpoint_seconds", self.checkpoint_seconds, allow_none=True)

@@ -28,7 +28,7 @@ from rnnkit.train.checkpoint import (
     seed_everything,
     write_checkpoint,
 )
-from rnnkit.train.config import TrainConfig
+from rnnkit.train.config import TrainConfig, evaluation_interval
 from rnnkit.train.schedules import LRSchedule
 from rnnkit.train.task import StepOutput, Task
 
@@ -184,6 +184,9 @@ class Trainer:
             self.device = torch.device("cuda", distributed.local_rank())
         self.task = task.to(self.device) if self.device.type != "cpu" else task
         self.config = config
+        self.eval_every = config.eval_every or evaluation_interval(
+            len(train) if hasattr(train, "__len__") else None
+        )
         self.train_data = train
         self.val_data = val
         if self.world_size > 1:
@@ -424,7 +427,7 @@ class Trainer:
                 continue
             self._train_step(batch)
             self.elapsed = start_elapsed + time.monotonic() - start_clock
-            if self.step % self.config.eval_every == 0:
+            if self.step % self.eval_every == 0:
                 self._evaluate_and_record()
                 self.save_checkpoint()
             elif self._checkpoint_due():
