@@ -349,7 +349,10 @@ def test_train_series_evaluate_and_predict(tmp_path, capsys):
     assert re.search(r"test split of \S+_TEST\.ts: accuracy", capsys.readouterr().out)
     encoders = json.loads((out / "encoders.json").read_text())
     assert encoders["input"]["type"] == "series" and len(encoders["input"]["mean"]) == 2
-    assert json.loads((out / "test_metrics.json").read_text())["accuracy"] >= 0.8
+    report = json.loads((out / "test_metrics.json").read_text())
+    assert report["accuracy"] >= 0.8
+    # Test labels alternate up/down: the majority class is right on half; DTW sees the trends.
+    assert report["baselines"]["majority"] == 0.5 and report["baselines"]["dtw_1nn"] >= 0.9
     assert main(["predict", str(out), "--ts", str(test), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["predictions"]) == 20
 

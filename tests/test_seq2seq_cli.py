@@ -67,6 +67,7 @@ def test_train_writes_a_complete_run(trained, capsys):
     test = json.loads((run / "test_metrics.json").read_text())
     assert test["pairs"] == 30 and test["beam"]["beam"] == 2
     assert 0.0 <= test["exact_match"] <= 1.0 and 0.0 <= test["char_accuracy"] <= 1.0
+    assert set(test["baselines"]) == {"copy", "most_frequent"}
     split = json.loads((run / "split.json").read_text())
     assert not set(split["test"]) & set(split["train"])
 

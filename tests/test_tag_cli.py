@@ -114,6 +114,8 @@ def test_evaluate_json_on_the_saved_test_split(trained, capsys):
     assert result["sentences"] == 12 and result["accuracy"] == 1.0
     saved = json.loads((out / "test_metrics.json").read_text(encoding="utf-8"))
     assert saved["accuracy"] == result["accuracy"] and saved["tokens"] == result["tokens"]
+    assert saved["baselines"] == result["baselines"]
+    assert 0 < result["baselines"]["most_frequent_tag"] <= 1
     assert set(result["per_tag"]) == {"r", "v", "n"}
     assert main(["evaluate", str(out), "--data", str(data)]) == 0
     text = capsys.readouterr().out

@@ -89,6 +89,28 @@ class Prepared:
     record: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A run's headline figure beside the honest baseline it must beat (``rnnkit bench
+    quality``): ``metric`` and ``value`` of the model, whether higher is better, and the
+    strongest baseline's name and value (None when the report holds none)."""
+
+    metric: str
+    value: float
+    higher_is_better: bool
+    baseline: str
+    baseline_value: float | None
+
+    @property
+    def beats(self) -> bool | None:
+        """Whether the model beats the baseline (None without one)."""
+        if self.baseline_value is None:
+            return None
+        if self.higher_is_better:
+            return self.value > self.baseline_value
+        return self.value < self.baseline_value
+
+
 class TaskSpec:
     """What a task family tells the lifecycle. Subclass, set the class attributes, implement
     :meth:`prepare`, :meth:`build`, :meth:`report` and the two encoder methods."""
@@ -160,6 +182,11 @@ class TaskSpec:
         (graphs with named example inputs and outputs, the sidecar's task facts, how a
         validation batch feeds them and which metric to compare)."""
         raise InvalidInputError(f"{self.name} runs cannot be exported yet")
+
+    def headline(self, report: dict) -> Headline | None:
+        """The held-out report's headline figure and the strongest baseline in it (None when
+        the task reports none)."""
+        return None
 
     def format_report(self, report: dict) -> str:
         """The held-out report as text for the command line."""

@@ -54,7 +54,7 @@ from rnnkit.data.ts import Standardizer, read_ts, sktime_ts_paths
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
-from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.base import check_field_types
 from rnnkit.tasks.classifier import (
     POOLINGS,
@@ -550,6 +550,36 @@ def _plot(report: dict, path, title: str) -> None:
 
 
 # -- the classification run --------------------------------------------------------------------
+# Pairs × steps² of DTW cells scored at the end of training (about 10 s on two CPU cores);
+# larger series sets print no DTW baseline.
+DTW_CELL_LIMIT = 600_000_000
+
+
+def classification_baselines(prepared: ClassifyPrepared, test_targets: Sequence[int]) -> dict:
+    """Test accuracy of what a classifier must beat, fitted on the training and validation
+    splits (the archive's whole training file): ``majority`` (the most frequent class) and,
+    for series, ``dtw_1nn`` (1-nearest-neighbour DTW on the standardised series, channels
+    compared jointly, :mod:`rnnkit.tasks.dtw`; None when the sets are too large to score in
+    seconds)."""
+    from rnnkit.tasks.dtw import nearest_neighbour_labels
+
+    fit_x = [*prepared.inputs["train"], *prepared.inputs.get("val", [])]
+    fit_y = [*prepared.targets["train"], *prepared.targets.get("val", [])]
+    test_y = list(test_targets)
+    majority = max(set(fit_y), key=fit_y.count)
+    out = {"majority": sum(y == majority for y in test_y) / len(test_y), "dtw_1nn": None}
+    if prepared.input_size is None:
+        return out
+    test_x = prepared.inputs["test"]
+    cells = len(fit_x) * len(test_x) * max(map(len, fit_x)) * max(map(len, test_x))
+    if cells <= DTW_CELL_LIMIT:
+        train_x, train_len = pad_batch(fit_x, dtype=torch.float32)
+        test_pad, test_len = pad_batch(test_x, dtype=torch.float32)
+        guess = nearest_neighbour_labels(train_x, fit_y, test_pad, train_len, test_len)
+        out["dtw_1nn"] = sum(g == y for g, y in zip(guess, test_y)) / len(test_y)
+    return out
+
+
 class ClassifySpec(TaskSpec):
     """Classification in the run lifecycle (:mod:`rnnkit.runs`): held out is the test file or
     the random test split; the encoders are ``encoders.json``; by default 10 epochs, evaluated
@@ -640,6 +670,8 @@ class ClassifySpec(TaskSpec):
             "data": what,
             **classification_report(loaded.task, batches, loaded.encoders.labels.classes),
         }
+        if data_file is None:
+            report["baselines"] = classification_baselines(prepared, targets)
         if data_file is not None:
             png = loaded.run / f"confusion_{Path(data_file).stem}.png"
             _plot(report, png, "accuracy")
@@ -648,6 +680,13 @@ class ClassifySpec(TaskSpec):
 
     def write_plots(self, loaded: LoadedRun, prepared: ClassifyPrepared, report: dict) -> None:
         _plot(report, loaded.run / CONFUSION_PNG, "test accuracy")
+
+    def headline(self, report: dict) -> Headline | None:
+        if "accuracy" not in report:
+            return None
+        base = report.get("baselines", {})
+        name = "dtw_1nn" if base.get("dtw_1nn") is not None else "majority"
+        return Headline("accuracy", report["accuracy"], True, name, base.get(name))
 
     def export_model(self, loaded: LoadedRun):
         """``inputs`` (B, T) token ids or (B, T, C) standardised series, padded after

@@ -56,6 +56,7 @@ from rnnkit.io import (
 )
 from rnnkit.layers import make_layer
 from rnnkit.runs import (
+    Headline,
     LoadedRun,
     Prepared,
     TaskSpec,
@@ -697,6 +698,14 @@ class ForecastSpec(TaskSpec):
             season=enc.season,
             ar=enc.ar,
         )
+
+    def headline(self, report: dict) -> Headline | None:
+        if "model" not in report:
+            return None
+        base = report.get("baselines", {})
+        name = min(base, key=lambda k: base[k]["mae"], default="naive")
+        value = base[name]["mae"] if name in base else None
+        return Headline("mae", report["model"]["mae"], False, name, value)
 
     def format_evaluation(self, report: dict) -> dict:
         """The report flattened to ``<forecaster>_<metric>`` lines (``rnnkit evaluate``)."""

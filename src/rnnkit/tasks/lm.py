@@ -45,7 +45,7 @@ from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.layers import make_layer
-from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.base import (
     CELLS,
     StepOutput,
@@ -504,6 +504,13 @@ class LanguageModelSpec(TaskSpec):
             ),
             metric="bpc",
         )
+
+    def headline(self, report: dict) -> Headline | None:
+        if "bpc" not in report:
+            return None
+        base = report.get("baselines", {})
+        name = min(base, key=base.get, default="bigram")
+        return Headline("bpc", report["bpc"], False, name, base.get(name))
 
     def format_metrics(self, metrics: dict) -> str:
         return ""  # the held-out report scores every validation character; it is printed

@@ -68,7 +68,7 @@ from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_bytes
 from rnnkit.layers import make_layer
-from rnnkit.runs import LoadedRun, Prepared, TaskSpec
+from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec
 from rnnkit.tasks.base import (
     CELLS,
     StepOutput,
@@ -659,6 +659,14 @@ class MusicSpec(TaskSpec):
             return {}
         report = music_report(loaded.task, rolls, enc, batch_size=batch_size)
         return {"data": what, **report, "out_of_range": outside}
+
+    def headline(self, report: dict) -> Headline | None:
+        if "model" not in report:
+            return None
+        base = report.get("baselines", {})
+        name = min(base, key=lambda k: base[k]["nll"], default="repeat")
+        value = base[name]["nll"] if name in base else None
+        return Headline("nll", report["model"]["nll"], False, name, value)
 
     def format_report(self, report: dict) -> str:
         return format_music_report(report)

@@ -68,7 +68,7 @@ from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
-from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_positive_ints
 from rnnkit.train import Callback, TrainConfig, TrainResult
@@ -845,6 +845,7 @@ class PreparedPairs(Prepared):
     """Prepared pairs: batch sources, the vocabularies (``encoders``) and the test pairs."""
 
     test: list = field(default_factory=list)
+    train_pairs: list = field(default_factory=list)
 
     @property
     def vocab(self) -> PairVocab:
@@ -914,7 +915,20 @@ def prepare_pairs(
         split=split,
         record=record,
         test=test,
+        train_pairs=train,
     )
+
+
+def pair_baselines(train: Sequence, test: Sequence) -> dict:
+    """Exact match and character accuracy on ``test`` pairs of two answers that need no model:
+    ``copy`` (the source itself) and ``most_frequent`` (the commonest training target)."""
+    common = Counter(target for _, target in train).most_common(1)[0][0]
+    targets = [target for _, target in test]
+    out = {}
+    for name, guesses in (("copy", [s for s, _ in test]), ("most_frequent", [common] * len(test))):
+        m = sequence_metrics(guesses, targets)
+        out[name] = {"exact_match": m["exact_match"], "char_accuracy": m["char_accuracy"]}
+    return out
 
 
 def report_on_pairs(
@@ -1091,7 +1105,18 @@ class Seq2SeqSpec(TaskSpec):
         else:
             metrics = evaluate_pairs(model, vocab, pairs, beam=beam, batch_size=batch_size)
             metrics.pop("predictions")
-        return {"data": what, **metrics}
+        report = {"data": what, **metrics}
+        if data_file is None and prepared.train_pairs:
+            report["baselines"] = pair_baselines(prepared.train_pairs, pairs)
+        return report
+
+    def headline(self, report: dict) -> Headline | None:
+        if "exact_match" not in report:
+            return None
+        base = report.get("baselines", {})
+        name = max(base, key=lambda k: base[k]["exact_match"], default="copy")
+        value = base[name]["exact_match"] if name in base else None
+        return Headline("exact_match", report["exact_match"], True, name, value)
 
     def write_plots(self, loaded: LoadedRun, prepared: PreparedPairs, report: dict) -> None:
         if not prepared.test or loaded.task.attention is None:

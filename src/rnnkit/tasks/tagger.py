@@ -62,7 +62,7 @@ from rnnkit.data.tagged import (
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
-from rnnkit.runs import LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
 from rnnkit.tasks.base import StepOutput, Task, check_field_types, check_layer_options
 from rnnkit.tasks.crf import CRF, lengths_mask
 from rnnkit.train import Callback, TrainConfig, TrainResult
@@ -537,6 +537,32 @@ def evaluate_tagger(
     return tagging_metrics([s.tags for s in sentences], predicted, unknown)
 
 
+def most_frequent_tag_accuracy(
+    train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]
+) -> float:
+    """Word accuracy on ``test`` of tagging each word with its most frequent tag in ``train``
+    (words never seen there: the most frequent tag overall) — the tagging baseline.
+
+    >>> s = TaggedSentence(("the", "dog", "runs"), ("DET", "NOUN", "VERB"))
+    >>> most_frequent_tag_accuracy([s, s], [TaggedSentence(("the", "cat"), ("DET", "NOUN"))])
+    0.5
+    """
+    by_word: dict[str, Counter] = {}
+    overall: Counter = Counter()
+    for sentence in train:
+        for word, tag in zip(sentence.words, sentence.tags):
+            by_word.setdefault(word, Counter())[tag] += 1
+            overall[tag] += 1
+    fallback = overall.most_common(1)[0][0] if overall else None
+    best = {word: counts.most_common(1)[0][0] for word, counts in by_word.items()}
+    right = total = 0
+    for sentence in test:
+        for word, tag in zip(sentence.words, sentence.tags):
+            right += best.get(word, fallback) == tag
+            total += 1
+    return right / total if total else float("nan")
+
+
 # ----------------------------------------------------------------------------- runs
 
 PEOPLES_DAILY = "peoples-daily-1998"
@@ -694,6 +720,7 @@ class TagPrepared(Prepared):
 
     test: list[TaggedSentence] = field(default_factory=list)
     test_what: str = "test sentences"
+    train_sentences: list[TaggedSentence] = field(default_factory=list)
 
     @property
     def vocab(self) -> TaggingVocab:
@@ -769,6 +796,7 @@ class TaggerSpec(TaskSpec):
             record=corpus.record,
             test=corpus.test,
             test_what=corpus.test_what,
+            train_sentences=corpus.train,
         )
 
     def build(self, model: TaggerConfig, prepared: TagPrepared) -> Tagger:
@@ -855,7 +883,18 @@ class TaggerSpec(TaskSpec):
             batch_size=batch_size or 64,
             device=_device(loaded.task),
         )
-        return {"data": what, **metrics}
+        report = {"data": what, **metrics}
+        if data_file is None and prepared.train_sentences:
+            report["baselines"] = {
+                "most_frequent_tag": most_frequent_tag_accuracy(prepared.train_sentences, sentences)
+            }
+        return report
+
+    def headline(self, report: dict) -> Headline | None:
+        if "accuracy" not in report:
+            return None
+        base = report.get("baselines", {}).get("most_frequent_tag")
+        return Headline("accuracy", report["accuracy"], True, "most_frequent_tag", base)
 
     def write_plots(self, loaded: LoadedRun, prepared: TagPrepared, report: dict) -> None:
         title = f"{report['data']}: accuracy {report['accuracy']:.4f}"
