@@ -111,5 +111,3 @@ def test_written_inputs_are_slices_of_packaged_data(tmp_path):
     assert len(pd40) == 40_000 and "/" not in pd40
     lines = files["pd-3k.txt"].read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3000 and all("/" in line for line in lines)
-
-
