@@ -518,13 +518,47 @@ def test_default_training_is_ten_epochs_evaluated_once_per_epoch(tmp_path):
     csv = write_reviews(tmp_path / "r.csv", n=40)
     data = ClassifyData(csv=str(csv), text_column="review", label_column="sentiment",
                         batch_size=16)  # fmt: skip
-    train = SPEC.default_train().replace(epochs=2)
+    train = SPEC.default_train().replace(epochs=2, min_steps=None)
     done = runs.train_run(SPEC, tmp_path / "run", data=data, model={"hidden_size": 4}, train=train)
     config = json.loads((tmp_path / "run/config.json").read_text())
     per_epoch = config["train"]["eval_every"]
     assert per_epoch == 2  # 32 training examples, batches of 16
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 4]
-    assert SPEC.default_train().epochs == 10
+    assert SPEC.default_train().epochs == 10 and SPEC.default_train().min_steps == 500
     loaded = runs.load_run(tmp_path / "run", task="classify")
     assert runs.evaluate_run(loaded)["accuracy"] == pytest.approx(done.report["accuracy"])
+
+
+def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
+    from types import SimpleNamespace
+
+    from rnnkit.tasks.classify import SPEC
+
+    def prepared(batches, examples):
+        return SimpleNamespace(train=[None] * batches, targets={"train": [0] * examples})
+
+    _, train, note = SPEC.data_defaults(None, SPEC.default_train(), prepared(2, 45))
+    assert train.eval_every == 25 and train.min_steps == 500 and train.epochs == 10
+    assert note == (
+        "small training set: 45 examples in 2 batches per epoch → 250 epochs (at least 500 "
+        "steps), evaluated every 25 steps"
+    )
+    _, train, note = SPEC.data_defaults(None, SPEC.default_train(), prepared(320, 10_000))
+    assert train.eval_every == 320 and note == ""  # ten epochs are 3,200 steps: as given
+    given = SPEC.default_train().replace(min_steps=None, epochs=3)  # --epochs 3
+    _, train, note = SPEC.data_defaults(None, given, prepared(2, 45))
+    assert train.eval_every == 2 and note == ""
+
+
+def test_min_steps_raises_the_epoch_limit_to_whole_epochs(tmp_path):
+    from rnnkit import runs
+    from rnnkit.tasks.classify import SPEC, ClassifyData
+
+    csv = write_reviews(tmp_path / "r.csv", n=40)
+    data = ClassifyData(csv=str(csv), text_column="review", label_column="sentiment",
+                        batch_size=16)  # fmt: skip
+    train = SPEC.default_train().replace(epochs=2, min_steps=7, early_stopping=0)
+    done = runs.train_run(SPEC, tmp_path / "run", data=data, model={"hidden_size": 4}, train=train)
+    assert done.result.step == 8 and done.result.epoch == 4  # 2 batches per epoch: 4 epochs
+    assert done.result.stop_reason == "epochs"

@@ -352,8 +352,8 @@ def train_config(args, default, names=TRAIN_FLAGS):
     if "clip_norm" in changes:
         changes["clip_norm"] = changes["clip_norm"] or None
     limits = limits_from_args(args)
-    if limits:  # given limits replace the default ones
-        changes.update({k: None for k in LIMITS}, **limits)
+    if limits:  # given limits replace the default ones (and the default's minimum of steps)
+        changes.update({k: None for k in LIMITS}, min_steps=None, **limits)
     try:
         return dataclasses.replace(default, **changes)
     except (TypeError, ValueError) as exc:

@@ -58,7 +58,8 @@ def register(subparsers) -> None:
             "validates. Writes a run directory (config.json, encoders.json, split.json,\n"
             "model.safetensors, metrics.jsonl, trainer_state/) and at the end the test split's\n"
             "accuracy, macro-F1 and confusion matrix (test_metrics.json, confusion_test.png).\n"
-            f"Default length: --epochs {default.epochs}, evaluated once per epoch.\n"
+            f"Default length: --epochs {default.epochs} but at least {default.min_steps} steps, "
+            "evaluated once per epoch (at least every 25 steps).\n"
             "Ctrl-C saves a checkpoint; --resume continues exactly where it stopped."
         ),
         epilog=(

@@ -65,6 +65,9 @@ class TrainConfig:
             has begun to overfit would spend; ten evaluations leave a learning-rate schedule
             room to recover from a plateau.
         min_delta: improvement smaller than this does not count (early stopping, plateau).
+        min_steps: with ``epochs``, train at least this many steps, in whole epochs: the epoch
+            limit becomes ``max(epochs, ceil(min_steps / batches per epoch))`` (None: off), so
+            a few epochs of a tiny data set are not a handful of updates.
         seed: seed of python, numpy and torch RNGs at the start of a fresh run.
     """
 
@@ -91,6 +94,7 @@ class TrainConfig:
     steps: int | None = None
     epochs: int | None = None
     time_budget: float | None = None
+    min_steps: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -155,6 +159,7 @@ class TrainConfig:
         positive("steps", self.steps, allow_none=True, integer=True)
         positive("epochs", self.epochs, allow_none=True, integer=True)
         positive("time_budget", self.time_budget, allow_none=True)
+        positive("min_steps", self.min_steps, allow_none=True, integer=True)
         if self.steps is None and self.epochs is None and self.time_budget is None:
             raise ValueError("set at least one of steps, epochs or time_budget")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -252,18 +252,28 @@ class Trainer:
         plans = []
         if self.config.steps is not None:
             plans.append(self.config.steps)
-        if self.config.epochs is not None and hasattr(self.train_data, "__len__"):
-            plans.append(self.config.epochs * len(self.train_data))
+        epochs = self.epoch_limit()
+        if epochs is not None and hasattr(self.train_data, "__len__"):
+            plans.append(epochs * len(self.train_data))
         return min(plans) if plans else None
+
+    def epoch_limit(self) -> int | None:
+        """``epochs``, raised to whole epochs holding ``min_steps`` steps when that is set."""
+        c = self.config
+        if c.epochs is None or c.min_steps is None or not hasattr(self.train_data, "__len__"):
+            return c.epochs
+        per_epoch = max(len(self.train_data), 1)
+        return max(c.epochs, -(-c.min_steps // per_epoch))
 
     def progress(self) -> float:
         """Fraction of planned training done: the largest over steps, epochs and time."""
         c, p = self.config, 0.0
         if c.steps is not None:
             p = max(p, self.step / c.steps)
-        if c.epochs is not None and hasattr(self.train_data, "__len__"):
+        epochs = self.epoch_limit()
+        if epochs is not None and hasattr(self.train_data, "__len__"):
             per_epoch = max(len(self.train_data), 1)
-            p = max(p, (self.epoch + self.batch_index / per_epoch) / c.epochs)
+            p = max(p, (self.epoch + self.batch_index / per_epoch) / epochs)
         if c.time_budget is not None:
             p = max(p, self.elapsed / c.time_budget)
         return min(p, 1.0)
@@ -402,7 +412,8 @@ class Trainer:
             return self._stop_reason
         if c.steps is not None and self.step >= c.steps:
             return "steps"
-        if c.epochs is not None and self.epoch >= c.epochs:
+        epochs = self.epoch_limit()
+        if epochs is not None and self.epoch >= epochs:
             return "epochs"
         if c.time_budget is not None and self.elapsed >= c.time_budget:
             return "time_budget"
