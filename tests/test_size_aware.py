@@ -1,5 +1,5 @@
-"""Settings the data chooses: evaluation once per epoch and the language model's dropout by the
-size of its training text, recorded in the run and said in the summary."""
+"""Settings the data chooses: evaluation once per epoch and the language model's width, depth and
+dropout by the size of its training text, recorded in the run and said in the summary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from rnnkit import runs
 from rnnkit.tasks.lm import SPEC, LMConfig, TextData
-from rnnkit.tasks.lm_defaults import DROPOUT_BY_SIZE, size_aware_dropout
+from rnnkit.tasks.lm_defaults import DROPOUT_BY_SIZE, size_aware_dropout, size_aware_width
 from rnnkit.train import TrainConfig, Trainer
 from rnnkit.train.config import evaluation_interval
 
@@ -114,3 +114,35 @@ def test_the_command_prints_what_the_text_chose(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "small corpus: 2,700 training characters → dropout 0.3, evaluation every" in out
+
+
+@pytest.mark.parametrize(
+    ("characters", "width"), [(1_000, (1, 128)), (99_999, (1, 128)), (100_000, (2, 256))]
+)
+def test_width_follows_the_table(characters, width):
+    assert size_aware_width(characters) == width
+
+
+def test_a_small_text_gets_the_narrow_model_unless_given(tmp_path):
+    text = write_text(tmp_path / "t.txt", 3_000)
+    data = TextData(text=text, batch_size=4, bptt=25)
+    done = runs.train_run(
+        SPEC,
+        tmp_path / "a",
+        data=data,
+        model=LMConfig(embedding_size=4, dropout=0.0),
+        train=TrainConfig(steps=1, eval_every=5),
+    )
+    model = json.loads((done.run.path / "config.json").read_text())["model"]
+    assert (model["num_layers"], model["hidden_size"]) == (1, 128)
+    assert done.note.endswith("training characters → 1×128 lstm")
+    done = runs.train_run(
+        SPEC,
+        tmp_path / "b",
+        data=data,
+        model=LMConfig(embedding_size=4, hidden_size=16, dropout=0.0),
+        train=TrainConfig(steps=1, eval_every=5),
+    )
+    model = json.loads((done.run.path / "config.json").read_text())["model"]
+    assert (model["num_layers"], model["hidden_size"]) == (1, 16)  # the layers from the table
+    assert done.note.endswith("→ 1×16 lstm")

@@ -59,6 +59,7 @@ from rnnkit.tasks.lm_defaults import (
     LM_TIME_BUDGET,
     corpus_size,
     size_aware_dropout,
+    size_aware_width,
 )
 from rnnkit.tasks.ngram import ngram_bpc
 from rnnkit.train import Callback, TrainConfig, TrainResult
@@ -327,8 +328,20 @@ class LMConfig(Config):
 
     cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
     embedding_size: int = field(default=64, metadata={"help": "embedding size E"})
-    hidden_size: int = field(default=256, metadata={"help": "hidden units H per layer"})
-    num_layers: int = field(default=2, metadata={"help": "stacked recurrent layers"})
+    hidden_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "hidden units H per layer (default: from the size of the training text, "
+            "128 below 100,000 characters, else 256)"
+        },
+    )
+    num_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "stacked recurrent layers (default: 1 below 100,000 training characters, "
+            "else 2)"
+        },
+    )
     dropout: float | None = field(
         default=None,
         metadata={
@@ -411,19 +424,26 @@ class LanguageModelSpec(TaskSpec):
         return TrainConfig(time_budget=LM_TIME_BUDGET, **LM_DEFAULTS)
 
     def data_defaults(self, model: LMConfig, train: TrainConfig, prepared: LMData) -> tuple:
-        """Dropout (when None) from the number of training characters
-        (:func:`rnnkit.tasks.lm_defaults.size_aware_dropout`); evaluation (when ``eval_every``
-        is None) once per epoch, at most every 500 steps."""
+        """Width, depth and dropout (each when None) from the number of training characters
+        (:func:`rnnkit.tasks.lm_defaults.size_aware_width`, :func:`size_aware_dropout`);
+        evaluation (when ``eval_every`` is None) once per epoch, at most every 500 steps."""
+        chars = prepared.record["train_characters"]
         chosen = []
+        layers, hidden = size_aware_width(chars)
+        if model.num_layers is None or model.hidden_size is None:
+            model = model.replace(
+                num_layers=model.num_layers if model.num_layers is not None else layers,
+                hidden_size=model.hidden_size if model.hidden_size is not None else hidden,
+            )
+            chosen.append(f"{model.num_layers}×{model.hidden_size} {model.cell}")
+        if model.dropout is None:
+            model = model.replace(dropout=size_aware_dropout(chars))
+            chosen.append(f"dropout {model.dropout:g}")
         if train.eval_every is None:
             chosen.append(f"evaluation every {evaluation_interval(len(prepared.train)):,} steps")
         model, train, _ = super().data_defaults(model, train, prepared)
-        if model.dropout is None:
-            model = model.replace(dropout=size_aware_dropout(prepared.record["train_characters"]))
-            chosen.insert(0, f"dropout {model.dropout:g}")
         if not chosen:
             return model, train, ""
-        chars = prepared.record["train_characters"]
         return (
             model,
             train,
