@@ -103,7 +103,7 @@ def register(subparsers) -> None:
             "beside the strongest baseline of its report (n-gram bpc, majority and 1-NN DTW, "
             "most-frequent tag, copy, naive/seasonal/AR forecasts, marginal/repeat frames). "
             "Writes <out>/quality.json and <out>/quality.png. --quick: 45 s of training per "
-            "row and the smaller rows only (about 8 minutes on two cores)."
+            "row and the smaller rows only (about 11 minutes on two cores)."
         ),
     )
     parser.add_argument("--quick", action="store_true", help="short budgets, smaller rows")
