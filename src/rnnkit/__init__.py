@@ -24,5 +24,14 @@ __all__ = [
     "MinGRU",
     "MinLSTM",
     "__version__",
+    "load",
     "make_layer",
 ]
+
+
+def __getattr__(name: str):
+    if name == "load":  # rnnkit.load(RUN_DIR): imported on first use, not with the layers
+        from rnnkit.runs import load
+
+        return load
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")

@@ -89,6 +89,36 @@ class Prepared:
     record: dict = field(default_factory=dict)
 
 
+class Predictor:
+    """A trained run, ready to use from Python: what :func:`load` returns.
+
+    Every predictor has :meth:`evaluate`; each task's subclass adds its own verbs
+    (``sample``/``stream`` for language models, ``predict``, ``tag``, ``translate``,
+    ``forecast``, ``generate`` for music), the same calls the command line makes.
+
+    Attributes:
+        model: the task module, weights loaded, in eval mode; encoders: the run's vocabulary,
+        labels or scaler; config: its ``config.json``; run: its :class:`rnnkit.io.RunDir`.
+    """
+
+    def __init__(self, loaded: LoadedRun):
+        self.loaded = loaded
+        self.model, self.encoders = loaded.task, loaded.encoders
+        self.config, self.run = loaded.config, loaded.run
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+    def evaluate(self, data_file: str | os.PathLike | None = None, **options) -> dict:
+        """The held-out report again (its own data, unchanged), or the report on ``data_file``
+        (:func:`evaluate_run`)."""
+        return evaluate_run(self.loaded, data_file=data_file, **options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.run.path)!r}, task={self.task!r})"
+
+
 @dataclass(frozen=True)
 class Headline:
     """A run's headline figure beside the honest baseline it must beat (``rnnkit bench
@@ -120,6 +150,8 @@ class TaskSpec:
     data_config: ClassVar[type]
     model_config: ClassVar[type]
     encoders_file: ClassVar[str] = "vocab.json"
+    # What rnnkit.load returns for the task's runs.
+    predictor: ClassVar[type[Predictor]] = Predictor
     # What the progress bar and the summary count per second.
     throughput_unit: ClassVar[str] = "items"
 
@@ -619,6 +651,21 @@ def load_run(path: str | os.PathLike, *, task: str | None = None, trust: bool = 
     config = run.read_config()
     spec = task_spec(config["task"])
     return LoadedRun(spec, model, read_encoders(spec, run), config, run)
+
+
+def load(path: str | os.PathLike, *, task: str | None = None, trust: bool = False) -> Predictor:
+    """A trained run as its task's :class:`Predictor` (``rnnkit.load``).
+
+    Example (a language model's run)::
+
+        predictor = rnnkit.load("runs/main")
+        print(predictor.sample("KING LEAR:", 200, temperature=0.8, seed=1))
+
+    Raises:
+        InvalidInputError: as :func:`load_run`.
+    """
+    loaded = load_run(path, task=task, trust=trust)
+    return loaded.spec.predictor(loaded)
 
 
 def _reload_data(spec: TaskSpec, run: RunDir, config: dict, *, seed: int) -> Prepared:

@@ -42,14 +42,15 @@ def run(args) -> int:
     from rnnkit import runs
     from rnnkit.cli.outputs import check_new_file, writing
     from rnnkit.io import atomic_write_text
-    from rnnkit.tasks.forecaster import forecast_table, plot_recent
+    from rnnkit.tasks.forecaster import plot_recent
 
     for flag, value in (("--out", args.out), ("--plot", args.plot)):
         check_new_file(flag, value, force=args.force)
     if args.plot and not args.all:
         raise InvalidInputError("--plot draws forecasts against actuals; add --all")
-    loaded = runs.load_run(args.run_dir, task="forecast")
-    table = forecast_table(loaded, args.csv, every_origin=args.all)
+    model = runs.load(args.run_dir, task="forecast")
+    loaded = model.loaded
+    table = model.forecast(args.csv, every_origin=args.all)
     text = table.to_csv(index=False, float_format="%.6g")
     if args.plot:
         with writing(args.plot):

@@ -82,7 +82,6 @@ def run(args) -> int:
     from rnnkit import runs
     from rnnkit.cli.outputs import check_new_file, writing
     from rnnkit.devices import resolve_device
-    from rnnkit.tasks.music import generate_piece
 
     if args.bars < 1:
         raise UsageError(f"--bars must be >= 1, got {args.bars}")
@@ -101,11 +100,10 @@ def run(args) -> int:
     check_new_file("--png", png, force=args.force)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    loaded = runs.load_run(args.run_dir, task="music", trust=args.trust)
-    loaded.task.to(device)
+    model = runs.load(args.run_dir, task="music", trust=args.trust)
+    model.model.to(device)
     with writing(args.out):
-        summary = generate_piece(
-            loaded,
+        summary = model.generate(
             args.out,
             bars=args.bars,
             temperature=args.temperature,

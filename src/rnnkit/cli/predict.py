@@ -46,7 +46,7 @@ def _short(text: str, width: int = 60) -> str:
 
 def run(args) -> int:
     from rnnkit import runs
-    from rnnkit.tasks.classify import predict, read_unlabelled
+    from rnnkit.tasks.classify import read_unlabelled
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -54,11 +54,11 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.text_column and not args.csv:
         raise UsageError("--text-column applies to --csv only")
-    loaded = runs.load_run(args.run_dir, task="classify")
+    model = runs.load(args.run_dir, task="classify")
     items = read_unlabelled(
-        loaded, texts=args.text, csv=args.csv, text_column=args.text_column, ts=args.ts
+        model.loaded, texts=args.text, csv=args.csv, text_column=args.text_column, ts=args.ts
     )
-    predictions = predict(loaded, items, batch_size=args.batch_size)
+    predictions = model.predict(items, batch_size=args.batch_size)
     if args.json:
         from rnnkit.io import json_line
 

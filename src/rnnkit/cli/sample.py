@@ -40,8 +40,6 @@ def run(args) -> int:
     import math
 
     from rnnkit import runs
-    from rnnkit.errors import InvalidInputError
-    from rnnkit.tasks.lm import generate
 
     if args.length < 0:
         raise UsageError(f"--length must be >= 0, got {args.length}")
@@ -52,21 +50,10 @@ def run(args) -> int:
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     set_threads(args.threads)
-    loaded = runs.load_run(args.run_dir, task="lm", trust=args.trust)
-    model, vocab = loaded.task, loaded.encoders
-    if model.vocab_size != len(vocab):
-        raise InvalidInputError(
-            f"{loaded.run.path}: vocab.json has {len(vocab)} entries, the model {model.vocab_size}"
-        )
-    vocab.check_known(args.prime, "--prime")
-    chars = generate(
-        model,
-        vocab,
-        args.prime,
-        args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        seed=args.seed,
+    model = runs.load(args.run_dir, task="lm", trust=args.trust)
+    model.encoders.check_known(args.prime, "--prime")
+    chars = model.generate(
+        args.prime, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
     )
     out = sys.stdout
     out.write(args.prime)

@@ -57,12 +57,11 @@ def _sentences(args) -> list[list[str]]:
 
 def run(args) -> int:
     from rnnkit import runs
-    from rnnkit.tasks.tagger import tag_words
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     sentences = _sentences(args)
-    tags = tag_words(runs.load_run(args.run_dir, task="tag"), sentences, batch_size=args.batch_size)
+    tags = runs.load(args.run_dir, task="tag").tag(sentences, batch_size=args.batch_size)
     if args.json:
         payload = {"sentences": [{"words": s, "tags": t} for s, t in zip(sentences, tags)]}
         from rnnkit.io import json_line

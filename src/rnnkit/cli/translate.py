@@ -64,19 +64,18 @@ def _inputs(args) -> list[str]:
 def run(args) -> int:
     from rnnkit import runs
     from rnnkit.cli.outputs import check_new_file, writing
-    from rnnkit.tasks.seq2seq import plot_attention, translate
+    from rnnkit.tasks.seq2seq import plot_attention
 
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     if args.max_length is not None and args.max_length < 1:
         raise UsageError(f"--max-length must be >= 1, got {args.max_length}")
     check_new_file("--heatmap", args.heatmap, force=args.force)
-    loaded = runs.load_run(args.run_dir, task="seq2seq")
-    model, vocab = loaded.task, loaded.encoders
-    if args.heatmap and model.attention is None:
+    model = runs.load(args.run_dir, task="seq2seq")
+    if args.heatmap and model.model.attention is None:
         raise UsageError("--heatmap needs a model with attention; this run has --attention none")
     texts = _inputs(args)
-    results = translate(model, vocab, texts, beam=args.beam, max_length=args.max_length)
+    results = model.translate(texts, beam=args.beam, max_length=args.max_length, details=True)
     if args.heatmap:
         with writing(args.heatmap):
             plot_attention(results[0]["attention"], texts[0], results[0]["output"], args.heatmap)

@@ -54,7 +54,16 @@ from rnnkit.data.ts import Standardizer, read_ts, sktime_ts_paths
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
-from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import (
+    Headline,
+    LoadedRun,
+    Predictor,
+    Prepared,
+    TaskSpec,
+    load_run,
+    resume_run,
+    train_run,
+)
 from rnnkit.tasks.base import check_field_types
 from rnnkit.tasks.classifier import (
     POOLINGS,
@@ -588,16 +597,30 @@ def classification_baselines(prepared: ClassifyPrepared, test_targets: Sequence[
     return out
 
 
+class ClassifierPredictor(Predictor):
+    """A classifier's run: :meth:`predict` labels and probabilities."""
+
+    def predict(self, items, *, batch_size: int = 64) -> list[dict]:
+        """``[{"label", "probabilities"}]`` for texts (a string or a list of them) or raw
+        ``(T, C)`` series (one array or a list), standardised with the run's scaler."""
+        if isinstance(items, str) or (isinstance(items, np.ndarray) and items.ndim == 2):
+            items = [items]
+        if not len(items):
+            raise InvalidInputError("nothing to predict: pass at least one text or series")
+        return predict(self.loaded, list(items), batch_size=batch_size)
+
+
 class ClassifySpec(TaskSpec):
     """Classification in the run lifecycle (:mod:`rnnkit.runs`): held out is the test file or
-    the random test split; the encoders are ``encoders.json``; by default 10 epochs, evaluated
-    once per epoch."""
+    the random test split; the encoders are ``encoders.json``; by default 10 epochs but at
+    least :data:`MIN_STEPS` steps, evaluated once per epoch."""
 
     name = "classify"
     task_class = Classifier
     data_config = ClassifyData
     model_config = ClassifyModel
     encoders_file = "encoders.json"
+    predictor = ClassifierPredictor
     throughput_unit = "time steps"
 
     def default_train(self) -> TrainConfig:

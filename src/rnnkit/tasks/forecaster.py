@@ -58,6 +58,7 @@ from rnnkit.layers import make_layer
 from rnnkit.runs import (
     Headline,
     LoadedRun,
+    Predictor,
     Prepared,
     TaskSpec,
     evaluate_run,
@@ -581,6 +582,15 @@ def best_step(run: RunDir) -> int | None:
     return min(seen, key=lambda r: r["val_loss"])["step"] if seen else None
 
 
+class ForecasterPredictor(Predictor):
+    """A forecaster's run: :meth:`forecast`."""
+
+    def forecast(self, csv: str | os.PathLike, *, every_origin: bool = False) -> pd.DataFrame:
+        """Forecasts from the last row of ``csv`` (or every row with a full window) as a table:
+        ``origin``, ``h``, ``forecast`` (and ``actual``) (:func:`forecast_table`)."""
+        return forecast_table(self.loaded, csv, every_origin=every_origin)
+
+
 class ForecastSpec(TaskSpec):
     """Forecasting in the run lifecycle (:mod:`rnnkit.runs`): the rows are split in time into
     train/validation/test; the scaler, the AR baseline and the MASE scale are fitted on the
@@ -592,6 +602,7 @@ class ForecastSpec(TaskSpec):
     data_config = SeriesData
     model_config = ForecasterConfig
     encoders_file = SERIES_FILE
+    predictor = ForecasterPredictor
     throughput_unit = "windows"
 
     def default_train(self) -> TrainConfig:

@@ -45,7 +45,16 @@ from rnnkit.data.vocab import CharVocab
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.layers import make_layer
-from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import (
+    Headline,
+    LoadedRun,
+    Predictor,
+    Prepared,
+    TaskSpec,
+    load_run,
+    resume_run,
+    train_run,
+)
 from rnnkit.tasks.base import (
     CELLS,
     StepOutput,
@@ -409,6 +418,63 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
     return LMData(train=train, val=val, encoders=vocab, record=record, val_text=split.val)
 
 
+class TextStream:
+    """Chunk-by-chunk reading of a text with the recurrent state carried: the log-probabilities
+    of :meth:`feed` over consecutive chunks equal those of one call on the whole text."""
+
+    def __init__(self, model: LanguageModel, vocab: CharVocab):
+        self.model, self.vocab, self.state = model, vocab, None
+
+    @torch.no_grad()
+    def feed(self, text: str) -> Tensor:
+        """``(len(text), V)`` log-probabilities of the character after each of ``text``'s."""
+        if not text:
+            raise ValueError("feed needs at least one character")
+        self.model.eval()
+        logits, self.state = self.model(self.vocab.encode(text).unsqueeze(0), self.state)
+        return torch.log_softmax(logits[0].float(), dim=-1)
+
+    def reset(self) -> None:
+        self.state = None
+
+
+class LMPredictor(Predictor):
+    """A language model's run: :meth:`sample`, :meth:`generate` (characters as drawn),
+    :meth:`score` (loss, bpc, perplexity of a text) and :meth:`stream`."""
+
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 300,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """The characters :func:`generate` draws after ``prime``, one at a time."""
+        if self.model.vocab_size != len(self.encoders):
+            raise InvalidInputError(
+                f"{self.run.path}: vocab.json has {len(self.encoders)} entries, the model "
+                f"{self.model.vocab_size}"
+            )
+        self.encoders.check_known(prime, "the prime text")
+        return generate(
+            self.model, self.encoders, prime, length, temperature=temperature, top_k=top_k,
+            seed=seed,
+        )  # fmt: skip
+
+    def sample(self, prime: str = "", length: int = 300, **options) -> str:
+        """``length`` characters drawn after ``prime`` (options as :meth:`generate`)."""
+        return "".join(self.generate(prime, length, **options))
+
+    def score(self, text: str, *, batch_size: int = 32, bptt: int = 100) -> dict:
+        """Loss (nats/char), bpc and perplexity of ``text`` (:func:`evaluate_text`)."""
+        return evaluate_text(self.model, self.encoders, text, batch_size=batch_size, bptt=bptt)
+
+    def stream(self) -> TextStream:
+        return TextStream(self.model, self.encoders)
+
+
 class LanguageModelSpec(TaskSpec):
     """The language model in the run lifecycle (:mod:`rnnkit.runs`): held out is the text's
     last ``val_fraction``; the encoders are ``vocab.json``."""
@@ -418,6 +484,7 @@ class LanguageModelSpec(TaskSpec):
     data_config = TextData
     model_config = LMConfig
     encoders_file = "vocab.json"
+    predictor = LMPredictor
     throughput_unit = "chars"
 
     def default_train(self) -> TrainConfig:

@@ -68,7 +68,7 @@ from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_bytes
 from rnnkit.layers import make_layer
-from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec
+from rnnkit.runs import Headline, LoadedRun, Predictor, Prepared, TaskSpec
 from rnnkit.tasks.base import (
     CELLS,
     StepOutput,
@@ -571,6 +571,17 @@ def format_music_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+class MusicPredictor(Predictor):
+    """A music run: :meth:`generate` a piece."""
+
+    def generate(self, out: str | os.PathLike, **options) -> dict:
+        """Write a generated piece to ``out`` and its piano roll (``png``, default ``out`` with
+        ``.png``) and return the summary; ``options`` as :func:`generate_piece` (``bars``,
+        ``temperature``, ``seed``, ``primer``, ``primer_bars``, ``fmt``, ``tempo``)."""
+        options.setdefault("png", Path(out).with_suffix(".png"))
+        return generate_piece(self.loaded, out, **options)
+
+
 class MusicSpec(TaskSpec):
     """Music in the run lifecycle (:mod:`rnnkit.runs`): pieces split into train/validation/
     test (``split.json``), pitch range, bar length and baselines fitted on the training pieces
@@ -582,6 +593,7 @@ class MusicSpec(TaskSpec):
     data_config = MusicData
     model_config = MusicConfig
     encoders_file = "music.json"
+    predictor = MusicPredictor
     throughput_unit = "frames"
 
     def default_train(self) -> TrainConfig:

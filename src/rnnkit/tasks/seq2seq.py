@@ -68,7 +68,16 @@ from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
-from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import (
+    Headline,
+    LoadedRun,
+    Predictor,
+    Prepared,
+    TaskSpec,
+    load_run,
+    resume_run,
+    train_run,
+)
 from rnnkit.tasks.attention import ATTENTIONS, make_attention
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_positive_ints
 from rnnkit.train import Callback, TrainConfig, TrainResult
@@ -943,6 +952,24 @@ def report_on_pairs(
     return report
 
 
+class Seq2SeqPredictor(Predictor):
+    """A seq2seq run: :meth:`translate`."""
+
+    def translate(
+        self, texts, *, beam: int = 1, max_length: int | None = None, details: bool = False
+    ):
+        """The output for one text (a string) or for each of a list of texts, greedy or with
+        a beam of width ``beam``; ``details``: the dicts of :func:`translate` (``output``,
+        ``attention``, ``score``) instead of the strings."""
+        one = isinstance(texts, str)
+        results = translate(
+            self.model, self.encoders, [texts] if one else list(texts), beam=beam,
+            max_length=max_length,
+        )  # fmt: skip
+        shown = results if details else [r["output"] for r in results]
+        return shown[0] if one else shown
+
+
 class Seq2SeqSpec(TaskSpec):
     """Seq2seq in the run lifecycle (:mod:`rnnkit.runs`): held out are the test pairs (the
     ``test`` file or the test part of ``split.json``); the encoders are ``vocab.json``; the plot
@@ -953,6 +980,7 @@ class Seq2SeqSpec(TaskSpec):
     data_config = PairData
     model_config = Seq2SeqConfig
     encoders_file = "vocab.json"
+    predictor = Seq2SeqPredictor
     throughput_unit = "chars"
 
     def default_train(self) -> TrainConfig:

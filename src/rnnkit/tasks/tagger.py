@@ -62,7 +62,16 @@ from rnnkit.data.tagged import (
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
-from rnnkit.runs import Headline, LoadedRun, Prepared, TaskSpec, load_run, resume_run, train_run
+from rnnkit.runs import (
+    Headline,
+    LoadedRun,
+    Predictor,
+    Prepared,
+    TaskSpec,
+    load_run,
+    resume_run,
+    train_run,
+)
 from rnnkit.tasks.base import StepOutput, Task, check_field_types, check_layer_options
 from rnnkit.tasks.crf import CRF, lengths_mask
 from rnnkit.train import Callback, TrainConfig, TrainResult
@@ -761,6 +770,21 @@ def plot_per_tag_f1(report: dict, path, title: str = "") -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class TaggerPredictor(Predictor):
+    """A tagger's run: :meth:`tag` words."""
+
+    def tag(self, sentences, *, batch_size: int = 64) -> list:
+        """Tags of one sentence (a string of space-separated words, or a list of words) or of
+        a list of such sentences; one tag per word, in order."""
+        one = isinstance(sentences, str) or (
+            len(sentences) > 0 and all(isinstance(w, str) for w in sentences)
+        )
+        batch = [sentences] if one else list(sentences)
+        batch = [s.split() if isinstance(s, str) else list(s) for s in batch]
+        tags = tag_words(self.loaded, batch, batch_size=batch_size)
+        return tags[0] if one else tags
+
+
 class TaggerSpec(TaskSpec):
     """The tagger in the run lifecycle (:mod:`rnnkit.runs`): held out is the run's test split
     (or its ``--test`` file); the encoders are ``vocab.json`` (:class:`TaggingVocab`)."""
@@ -770,6 +794,7 @@ class TaggerSpec(TaskSpec):
     data_config = TagData
     model_config = TaggerConfig
     encoders_file = "vocab.json"
+    predictor = TaggerPredictor
     throughput_unit = "words"
     plot_file = "per_tag_f1.png"
 
