@@ -114,3 +114,59 @@ def test_music_generate_writes_a_reproducible_piece(trained, tmp_path):
     b = model.generate(tmp_path / "b.mid", bars=1, seed=5)
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
     assert a["notes"] == b["notes"] and (tmp_path / "a.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sample", "predict", "tag", "translate",
+                                     "forecast"])  # fmt: skip
+def test_read_commands_refuse_a_device_that_is_not_there(trained, capsys, command):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = {"evaluate": "lm", "sample": "lm", "predict": "classify", "tag": "tag",
+           "translate": "seq2seq", "forecast": "forecast"}[command]  # fmt: skip
+    sales = str(FIXTURES / "forecast" / "sales.csv")
+    extra = {"predict": ["--text", "fine"], "tag": ["--text", "a b"], "translate": ["--text", "x"],
+             "forecast": ["--csv", sales]}.get(command, [])  # fmt: skip
+    capsys.readouterr()
+    assert main([command, str(trained[run]), *extra, "--device", "cuda:7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda:7") and "cpu" in err[0]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_predictor_on_cuda_gives_what_it_gives_on_the_cpu(trained, tmp_path, capsys):
+    for task, run in trained.items():
+        cpu, gpu = rnnkit.load(run), rnnkit.load(run, device="cuda")
+        assert next(gpu.model.parameters()).is_cuda
+        a, b = cpu.evaluate(), gpu.evaluate()
+        key = {"forecast": "model", "music": "model"}.get(task)
+        if key:
+            a, b = a[key], b[key]
+        for name, value in a.items():
+            if isinstance(value, float):
+                assert b[name] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, name)
+        assert main(["evaluate", str(run), "--device", "cuda", "--json"]) == 0
+    lm = (rnnkit.load(trained["lm"]), rnnkit.load(trained["lm"], device="cuda"))
+    assert torch.allclose(lm[0].stream().feed("to be"), lm[1].stream().feed("to be"), atol=1e-4)
+    assert len(lm[1].sample("the ", 20, seed=1)) == 20
+    clf = [
+        rnnkit.load(trained["classify"], device=d).predict(["a fine film"]) for d in ("cpu", "cuda")
+    ]
+    for label, p in clf[0][0]["probabilities"].items():
+        assert clf[1][0]["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    tag = [rnnkit.load(trained["tag"], device=d).tag("a b c") for d in ("cpu", "cuda")]
+    assert tag[0] == tag[1]
+    source = (FIXTURES / "seq2seq" / "dates.tsv").read_text(encoding="utf-8").split("\t")[0]
+    out = [
+        rnnkit.load(trained["seq2seq"], device=d).translate(source, beam=2) for d in ("cpu", "cuda")
+    ]
+    assert out[0] == out[1]
+    csv = FIXTURES / "forecast" / "sales.csv"
+    tables = [rnnkit.load(trained["forecast"], device=d).forecast(csv) for d in ("cpu", "cuda")]
+    assert tables[1]["forecast"].to_numpy() == pytest.approx(
+        tables[0]["forecast"].to_numpy(), rel=1e-4
+    )
+    summary = rnnkit.load(trained["music"], device="cuda").generate(
+        tmp_path / "p.mid", bars=1, seed=2
+    )
+    assert (tmp_path / "p.mid").is_file() and summary["bars"] == 1

@@ -99,6 +99,17 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     )
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (or buffer); the CPU for a module with none.
+
+    >>> device_of(torch.nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def to_device(obj: Any, device: torch.device | str, *, non_blocking: bool = False) -> Any:
     """``obj`` with every tensor moved to ``device``, recursively.
 

@@ -45,6 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
+
 from rnnkit import distributed
 from rnnkit.devices import check_precision, resolve_device
 from rnnkit.errors import InvalidInputError
@@ -588,8 +590,6 @@ def _build_saved(spec: TaskSpec, run: RunDir, config: dict) -> Task:
 def _check_shapes(spec: TaskSpec, run: RunDir, config: dict, weights) -> None:
     """Compare the model ``config`` describes (built on the ``meta`` device: shapes, no
     memory) with the tensor shapes in the header of ``weights``."""
-    import torch
-
     try:
         with torch.device("meta"):
             meta = spec.task_class.from_config(config.get("model", {}))
@@ -653,8 +653,16 @@ def load_run(path: str | os.PathLike, *, task: str | None = None, trust: bool = 
     return LoadedRun(spec, model, read_encoders(spec, run), config, run)
 
 
-def load(path: str | os.PathLike, *, task: str | None = None, trust: bool = False) -> Predictor:
-    """A trained run as its task's :class:`Predictor` (``rnnkit.load``).
+def load(
+    path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    trust: bool = False,
+    device: str | torch.device = "cpu",
+) -> Predictor:
+    """A trained run as its task's :class:`Predictor` (``rnnkit.load``), its model on
+    ``device`` (a name as :func:`rnnkit.devices.resolve_device` takes; inputs are moved there
+    and results come back to the CPU).
 
     Example (a language model's run)::
 
@@ -664,7 +672,9 @@ def load(path: str | os.PathLike, *, task: str | None = None, trust: bool = Fals
     Raises:
         InvalidInputError: as :func:`load_run`.
     """
+    target = resolve_device(device)
     loaded = load_run(path, task=task, trust=trust)
+    loaded.task.to(target)
     return loaded.spec.predictor(loaded)
 
 

@@ -10,7 +10,13 @@ import math
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_json_flag, add_threads_flag, add_trust_flag, set_threads
+from rnnkit.cli.options import (
+    add_device_flag,
+    add_json_flag,
+    add_threads_flag,
+    add_trust_flag,
+    set_threads,
+)
 
 
 def register(subparsers) -> None:
@@ -32,6 +38,7 @@ def register(subparsers) -> None:
     add_json_flag(parser)
     add_threads_flag(parser)
     add_trust_flag(parser)
+    add_device_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,7 +62,7 @@ def run(args) -> int:
     if args.text is not None and args.data is not None:
         raise UsageError("give one of --text and --data")
     set_threads(args.threads)
-    loaded = runs.load_run(args.run_dir, trust=args.trust)
+    loaded = runs.load(args.run_dir, trust=args.trust, device=args.device).loaded
     task = loaded.config["task"]
     options = {"batch_size": args.batch_size, "bptt": args.bptt, "beam": args.beam}
     result = runs.evaluate_run(

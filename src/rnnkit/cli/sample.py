@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_threads_flag, add_trust_flag, set_threads
+from rnnkit.cli.options import add_device_flag, add_threads_flag, add_trust_flag, set_threads
 
 
 def register(subparsers) -> None:
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default: a fresh one)")
     add_threads_flag(parser)
     add_trust_flag(parser)
+    add_device_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -50,7 +51,7 @@ def run(args) -> int:
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     set_threads(args.threads)
-    model = runs.load(args.run_dir, task="lm", trust=args.trust)
+    model = runs.load(args.run_dir, task="lm", trust=args.trust, device=args.device)
     model.encoders.check_known(args.prime, "--prime")
     chars = model.generate(
         args.prime, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed

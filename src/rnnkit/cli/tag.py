@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
+from rnnkit.cli.options import add_device_flag
 from rnnkit.errors import InvalidInputError
 
 
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="print one JSON object on stdout: {sentences: [{words, tags}]}",
     )
+    add_device_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,7 +63,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     sentences = _sentences(args)
-    tags = runs.load(args.run_dir, task="tag").tag(sentences, batch_size=args.batch_size)
+    tags = runs.load(args.run_dir, task="tag", device=args.device).tag(
+        sentences, batch_size=args.batch_size
+    )
     if args.json:
         payload = {"sentences": [{"words": s, "tags": t} for s, t in zip(sentences, tags)]}
         from rnnkit.io import json_line

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.config import Config
+from rnnkit.devices import device_of
 from rnnkit.layers import make_layer
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_layer_options
 
@@ -426,12 +427,13 @@ def classification_report(model: Classifier, batches, classes: Sequence[str]) ->
     K = len(classes)
     cm = np.zeros((K, K), dtype=np.int64)
     loss_sum, count = 0.0, 0
+    device = device_of(model)
     with torch.no_grad():
         for inputs, lengths, targets in batches:
-            logits = model(inputs, lengths)
-            loss_sum += float(model.loss(logits, targets)) * len(targets)
+            logits = model(inputs.to(device), lengths.to(device))
+            loss_sum += float(model.loss(logits, targets.to(device))) * len(targets)
             count += len(targets)
-            cm += confusion_matrix(targets.numpy(), logits.argmax(-1).numpy(), K)
+            cm += confusion_matrix(targets.numpy(), logits.argmax(-1).cpu().numpy(), K)
     model.train(was_training)
     scores = metrics_from_confusion(cm)
     return {

@@ -52,6 +52,7 @@ from rnnkit.data.textclass import (
 )
 from rnnkit.data.ts import Standardizer, read_ts, sktime_ts_paths
 from rnnkit.data.vocab import TokenVocab
+from rnnkit.devices import device_of
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.runs import (
@@ -542,9 +543,10 @@ def predict(loaded: LoadedRun, items: Sequence, batch_size: int = 64) -> list[di
     model.eval()
     dtype = torch.int64 if encoders.kind == "text" else torch.float32
     results = []
+    device = device_of(model)
     for b in range(0, len(inputs), batch_size):
         x, lengths = pad_batch(inputs[b : b + batch_size], dtype=dtype)
-        for row in model.predict_proba(x, lengths).tolist():
+        for row in model.predict_proba(x.to(device), lengths.to(device)).cpu().tolist():
             best = int(np.argmax(row))
             results.append({"label": classes[best], "probabilities": dict(zip(classes, row))})
     return results

@@ -169,10 +169,14 @@ class Forecaster(Task):
         """Scaled outputs ``[M, H]`` for scaled inputs ``[M, W, C]`` (eval mode, no grad)."""
         was_training = self.training
         self.eval()
-        dtype = next(self.parameters()).dtype
+        weight = next(self.parameters())
+        dtype, device = weight.dtype, weight.device
         try:
             parts = [
-                self(torch.as_tensor(inputs[i : i + batch_size], dtype=dtype)).double().numpy()
+                self(torch.as_tensor(inputs[i : i + batch_size], dtype=dtype, device=device))
+                .double()
+                .cpu()
+                .numpy()
                 for i in range(0, len(inputs), batch_size)
             ]
         finally:

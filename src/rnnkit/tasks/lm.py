@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from rnnkit.config import Config
 from rnnkit.data.text import DEFAULT_CORPUS, StreamBatches, TextSplit, load_corpus, read_text
 from rnnkit.data.vocab import CharVocab
+from rnnkit.devices import device_of, to_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir
 from rnnkit.layers import make_layer
@@ -245,16 +246,17 @@ def generate(
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else torch.seed())
     model.eval()
-    logits, state = model(vocab.encode(prime).unsqueeze(0))
+    device = device_of(model)
+    logits, state = model(vocab.encode(prime).unsqueeze(0).to(device))
     for _ in range(length):
-        z = logits[0, -1].double() / temperature
+        z = logits[0, -1].double().cpu() / temperature  # drawn on the CPU: the seed's stream
         z[CharVocab.unknown_id] = -math.inf
         if top_k is not None and top_k < z.numel():
             kth = torch.topk(z, top_k).values[-1]
             z = z.masked_fill(z < kth, -math.inf)
         next_id = int(torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator))
         yield vocab.tokens[next_id]
-        logits, state = model(torch.tensor([[next_id]]), state)
+        logits, state = model(torch.tensor([[next_id]], device=device), state)
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -281,16 +283,17 @@ def evaluate_text(
     batches = StreamBatches(ids, streams, bptt, drop_last=False, what=what)
     was_training = model.training
     model.eval()
+    device = device_of(model)
     loss_sum, count, unknown, state = 0.0, 0, 0.0, None
     for batch in batches.epoch(0):
-        out = model.step(batch, state)
+        out = model.step(to_device(batch, device), state)
         loss_sum, count = loss_sum + float(out.loss) * out.count, count + out.count
         unknown, state = unknown + out.stats["unknown"], out.state
     used = streams * ((ids.numel() - 1) // streams)
     if used < ids.numel() - 1:  # the tail continues the last stream, from its final state
         last = _select_last(state)
         tail = (ids[used:-1].unsqueeze(0), ids[used + 1 :].unsqueeze(0))
-        out = model.step(tail, last)
+        out = model.step(to_device(tail, device), last)
         loss_sum, count = loss_sum + float(out.loss) * out.count, count + out.count
         unknown += out.stats["unknown"]
     model.train(was_training)
@@ -431,8 +434,9 @@ class TextStream:
         if not text:
             raise ValueError("feed needs at least one character")
         self.model.eval()
-        logits, self.state = self.model(self.vocab.encode(text).unsqueeze(0), self.state)
-        return torch.log_softmax(logits[0].float(), dim=-1)
+        ids = self.vocab.encode(text).unsqueeze(0).to(device_of(self.model))
+        logits, self.state = self.model(ids, self.state)
+        return torch.log_softmax(logits[0].float(), dim=-1).cpu()
 
     def reset(self) -> None:
         self.state = None

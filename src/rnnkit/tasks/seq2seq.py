@@ -65,6 +65,7 @@ from rnnkit.data.pairs import (
     read_pairs,
 )
 from rnnkit.data.split import split_indices
+from rnnkit.devices import device_of, to_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, file_sha256
 from rnnkit.layers import make_layer
@@ -583,7 +584,7 @@ def translate(
             chunk = list(texts[i : i + batch_size])
             for j, text in enumerate(chunk):
                 vocab.check_source(text, what=f"input {i + j + 1}" if len(texts) > 1 else "--text")
-            batch = collate([(t, "?") for t in chunk], vocab)
+            batch = to_device(collate([(t, "?") for t in chunk], vocab), device_of(model))
             if beam == 1:
                 ids, attention = model.greedy(
                     batch.source, batch.source_lengths, max_length=max_length
@@ -623,7 +624,7 @@ def evaluate_pairs(
     loss_sum, count, predictions = 0.0, 0, []
     try:
         for i in range(0, len(pairs), batch_size):
-            batch = collate(pairs[i : i + batch_size], vocab)
+            batch = to_device(collate(pairs[i : i + batch_size], vocab), device_of(model))
             loss, _, n = model.loss(batch)
             loss_sum += float(loss) * n
             count += n

@@ -46,6 +46,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from rnnkit.devices import device_of, to_device
+
 
 @dataclass
 class StepOutput:
@@ -86,12 +88,13 @@ class Task(nn.Module):
         shards of the data (data-parallel ranks) add up to the sums over all of it."""
         was_training = self.training
         self.eval()
+        device = device_of(self)  # batches come from the CPU; the model may be elsewhere
         loss_sum, count, stats, state = 0.0, 0, {}, None
         try:
             for i, batch in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
-                out = self.step(batch, state)
+                out = self.step(to_device(batch, device), state)
                 state = out.state
                 if out.count:
                     loss_sum += float(out.loss) * out.count
