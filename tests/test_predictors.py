@@ -170,3 +170,27 @@ def test_every_predictor_on_cuda_gives_what_it_gives_on_the_cpu(trained, tmp_pat
         tmp_path / "p.mid", bars=1, seed=2
     )
     assert (tmp_path / "p.mid").is_file() and summary["bars"] == 1
+
+
+def test_diagnose_refuses_a_missing_device_and_runs_on_the_cpu(trained, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    capsys.readouterr()
+    assert main(["diagnose", "--cells", "gru", "--length", "10", "--device", "cuda:7"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device cuda:7")
+    argv = ["diagnose", str(trained["lm"]), "--length", "10", "--device", "cpu", "--json"]
+    assert cli_json(capsys, argv)["diagnoses"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_diagnose_on_cuda_measures_what_the_cpu_measures(trained, capsys):
+    base = ["diagnose", "--cells", "lstm,gru", "--length", "30", "--json"]
+    cpu = cli_json(capsys, [*base, "--device", "cpu"])["diagnoses"]
+    gpu = cli_json(capsys, [*base, "--device", "cuda"])["diagnoses"]
+    for a, b in zip(cpu, gpu, strict=True):
+        for la, lb in zip(a["layers"], b["layers"], strict=True):
+            if la["eta"] is not None:
+                assert lb["eta"] == pytest.approx(la["eta"], rel=1e-6)
+    assert cli_json(capsys, ["diagnose", str(trained["lm"]), "--length", "10", "--device", "cuda",
+                             "--json"])["diagnoses"]  # fmt: skip

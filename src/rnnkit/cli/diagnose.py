@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
+from rnnkit.cli.options import add_device_flag
 
 DEFAULT_CELLS = "rnn,irnn,lstm,gru"
 
@@ -82,6 +83,7 @@ def register(subparsers) -> None:
     output.add_argument(
         "--json", action="store_true", help="print one JSON object and nothing else"
     )
+    add_device_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -125,6 +127,7 @@ def diagnose_fresh(args):
             threshold=args.threshold,
             jacobian=None if args.jacobian == "none" else args.jacobian,
             seed=args.seed,
+            device=args.device,
         )
     except ValueError as exc:  # an initialiser that does not fit a cell (chrono on rnn)
         raise UsageError(str(exc)) from None
@@ -139,7 +142,7 @@ def diagnose_run(args):
     from rnnkit.layers import RecurrentLayer
     from rnnkit.runs import load_model
 
-    task = load_model(args.run_dir)
+    task = load_model(args.run_dir).to(args.device)
     results, skipped = [], []
     layers = [(n, m) for n, m in task.named_modules() if isinstance(m, RecurrentLayer)]
     if not layers:
@@ -194,6 +197,9 @@ def run(args) -> int:
     from rnnkit.diagnostics import format_table, plot_gradient_flow
 
     _check(args)
+    from rnnkit.devices import resolve_device
+
+    args.device = resolve_device(args.device)
     default_png = Path("gradient_flow.png") if args.run_dir is None else None
     if default_png is None:
         default_png = Path(args.run_dir) / "gradient_flow.png"

@@ -266,7 +266,7 @@ def fit_eta(curve: Tensor, floor: float = 1e-250) -> float | None:
     if end < 2:
         return None
     y = rel[:end].log()
-    lags = torch.arange(end, dtype=torch.float64)
+    lags = torch.arange(end, dtype=torch.float64, device=rel.device)
     lags = lags - lags.mean()
     slope = float((lags * (y - y.mean())).sum() / (lags * lags).sum())
     return math.exp(slope)

@@ -185,8 +185,10 @@ def diagnose_cells(
     jacobian: str | None = "auto",
     samples: int = 1,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> list[Diagnosis]:
-    """Diagnose freshly initialised layers, one per cell, on the same random input.
+    """Diagnose freshly initialised layers, one per cell, on the same random input (built and
+    measured on ``device``; the seeded weights and inputs are drawn on the CPU first).
 
     Each entry of ``cells`` is a cell name (``rnn``, ``irnn``, ``lstm``, ``gru``), optionally
     with its own initialiser (``lstm:chrono:200``); others use ``init`` (None: the cell's
@@ -206,7 +208,7 @@ def diagnose_cells(
         options = {"batch_first": True, "num_layers": num_layers, "dtype": torch.float64}
         if cell_init is not None:
             options["init"] = cell_init
-        layer = make_layer(cell, input_size, hidden_size, **options)
+        layer = make_layer(cell, input_size, hidden_size, **options).to(device)
         label = cell if cell_init is None or cell_init == init else f"{cell}:{cell_init}"
         results.append(
             diagnose(
