@@ -98,14 +98,24 @@ class StopAt(Callback):
             trainer.request_stop("test")
 
 
-def _lm(run, steps, precision, callbacks=()):
+def _lm(run, steps, precision, callbacks=(), backend="fused"):
     torch.manual_seed(0)
     task = LanguageModel(vocab_size=12, embedding_size=8, hidden_size=16, num_layers=1,
-                         layer_options={"backend": "fused"})  # fmt: skip
+                         layer_options={"backend": backend})  # fmt: skip
     ids = torch.randint(1, 12, (800,), generator=torch.Generator().manual_seed(1))
     train, val = StreamBatches(ids, 4, 10), StreamBatches(ids[:200], 2, 10, drop_last=False)
     config = TrainConfig(steps=steps, eval_every=5, lr=0.01, seed=0)
     return Trainer(task, config, train, val, run=run, precision=precision, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_bf16_evaluation_carries_the_state_in_float32(backend):
+    """Layers whose outputs autocast leaves in bfloat16: the state carried from one validation
+    window to the next is float32 again, as in training (the next input is float32)."""
+    bf16 = _lm(None, 5, "bf16", backend=backend).fit()
+    fp32 = _lm(None, 5, "32", backend=backend).fit()
+    gap = abs(bf16.metrics["val_loss"] - fp32.metrics["val_loss"])
+    assert gap < 0.03 * fp32.metrics["val_loss"]
 
 
 def test_bf16_close_to_fp32_and_resume_exact(tmp_path):

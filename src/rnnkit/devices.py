@@ -110,6 +110,24 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def state_to_float32(state: Any) -> Any:
+    """A carried recurrent state with its half-precision tensors in float32: autocast leaves
+    some outputs in bfloat16/float16, and the next window's input is float32 again.
+
+    >>> state_to_float32((torch.zeros(1, dtype=torch.bfloat16), 3))[0].dtype
+    torch.float32
+    """
+    if isinstance(state, torch.Tensor):
+        return state.float() if state.dtype in (torch.float16, torch.bfloat16) else state
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(state_to_float32(s) for s in state))
+    if isinstance(state, list | tuple):
+        return type(state)(state_to_float32(s) for s in state)
+    if isinstance(state, dict):
+        return {k: state_to_float32(v) for k, v in state.items()}
+    return state
+
+
 def to_device(obj: Any, device: torch.device | str, *, non_blocking: bool = False) -> Any:
     """``obj`` with every tensor moved to ``device``, recursively.
 

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from rnnkit.devices import device_of, to_device
+from rnnkit.devices import device_of, state_to_float32, to_device
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Task(nn.Module):
                 if max_batches is not None and i >= max_batches:
                     break
                 out = self.step(to_device(batch, device), state)
-                state = out.state
+                state = state_to_float32(out.state)  # under autocast, as training carries it
                 if out.count:
                     loss_sum += float(out.loss) * out.count
                     count += out.count

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from rnnkit import distributed
-from rnnkit.devices import check_precision, resolve_device, to_device
+from rnnkit.devices import check_precision, resolve_device, state_to_float32, to_device
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import RunDir, append_jsonl, read_jsonl, save_tensors, write_jsonl
 from rnnkit.train.callbacks import Callback, StepInfo
@@ -93,19 +93,6 @@ def _batches(source, epoch: int, start: int):
     for _ in range(start):
         next(it, None)
     return it
-
-
-def _to_float32(state):
-    """A carried state with its half-precision tensors in float32 (autocast leaves some so)."""
-    if isinstance(state, torch.Tensor):
-        return state.float() if state.dtype in (torch.float16, torch.bfloat16) else state
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(_to_float32(s) for s in state))
-    if isinstance(state, list | tuple):
-        return type(state)(_to_float32(s) for s in state)
-    if isinstance(state, dict):
-        return {k: _to_float32(v) for k, v in state.items()}
-    return state
 
 
 class Trainer:
@@ -540,7 +527,7 @@ class Trainer:
         # Truncated BPTT: the next window starts from this state, but gradients stop here.
         self.carry = detach_state(out.state)
         if self.autocast_dtype is not None:  # the carried state stays in float32
-            self.carry = _to_float32(self.carry)
+            self.carry = state_to_float32(self.carry)
         self.step += 1
         self.batch_index += 1
         dt = time.perf_counter() - t0
