@@ -15,6 +15,7 @@ Files the rows read that no package holds as one file (40,000-character slices, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -187,22 +188,18 @@ def run_row(row: Row, quick: bool, files: dict[str, Path], out: Path, threads=No
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     head = task_spec(row.args[1]).headline(summary["test"])
     published = PUBLISHED_DTW.get(row.published) if row.published else None
-    baseline, value = head.baseline, head.baseline_value
-    if published is not None and baseline != "dtw_1nn":  # too large to score here: the archive's
-        baseline, value = "dtw_1nn (published)", published
-    beats = None
-    if value is not None:
-        beats = head.value > value if head.higher_is_better else head.value < value
+    if published is not None and head.baseline != "dtw_1nn":  # too large to score here
+        head = dataclasses.replace(head, baseline="dtw_1nn (published)", baseline_value=published)
     return {
         **result,
         "steps": summary["steps"],
         "metric": head.metric,
         "higher_is_better": head.higher_is_better,
         "value": head.value,
-        "baseline": baseline,
-        "baseline_value": value,
+        "baseline": head.baseline,
+        "baseline_value": head.baseline_value,
         "published_dtw": published,
-        "beats": beats,
+        "beats": head.beats,
     }
 
 
