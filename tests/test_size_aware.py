@@ -1,5 +1,6 @@
-"""Settings the data chooses: evaluation once per epoch and the language model's width, depth and
-dropout by the size of its training text, recorded in the run and said in the summary."""
+"""Settings the data chooses: evaluation once per epoch and the language model's width, depth,
+embedding, dropout, weight decay and streams by the size of its training text, recorded in the
+run and said in the summary."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from rnnkit import runs
 from rnnkit.tasks.lm import SPEC, LMConfig, TextData
-from rnnkit.tasks.lm_defaults import DROPOUT_BY_SIZE, size_aware_dropout, size_aware_width
+from rnnkit.tasks.lm_defaults import BY_SIZE, size_aware
 from rnnkit.train import TrainConfig, Trainer
 from rnnkit.train.config import evaluation_interval
 
@@ -28,8 +29,8 @@ def write_text(path, characters: int) -> str:
     [(1_000, 0.3), (99_999, 0.3), (100_000, 0.2), (399_999, 0.2), (400_000, 0.0), (10**8, 0.0)],
 )
 def test_dropout_follows_the_table(characters, dropout):
-    assert size_aware_dropout(characters) == dropout
-    assert DROPOUT_BY_SIZE[-1] == (None, 0.0)
+    assert size_aware(characters).dropout == dropout
+    assert BY_SIZE[-1][0] is None and BY_SIZE[-1][1].dropout == 0.0
 
 
 @pytest.mark.parametrize(
@@ -113,14 +114,28 @@ def test_the_command_prints_what_the_text_chose(tmp_path, capsys):
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "small corpus: 2,700 training characters → dropout 0.3, evaluation every" in out
+    assert "small corpus: 2,700 training characters → dropout 0.3, weight decay 0.3, " in out
 
 
 @pytest.mark.parametrize(
     ("characters", "width"), [(1_000, (1, 128)), (99_999, (1, 128)), (100_000, (2, 256))]
 )
 def test_width_follows_the_table(characters, width):
-    assert size_aware_width(characters) == width
+    sized = size_aware(characters)
+    assert (sized.num_layers, sized.hidden_size) == width
+
+
+@pytest.mark.parametrize(
+    ("characters", "streams", "embedding", "decay"),
+    [(1_000, 8, 128, 0.3), (99_999, 8, 128, 0.3), (100_000, 32, 64, 0.0), (10**7, 32, 64, 0.0)],
+)
+def test_streams_embedding_and_decay_follow_the_table(characters, streams, embedding, decay):
+    sized = size_aware(characters)
+    assert (sized.batch_size, sized.embedding_size, sized.weight_decay) == (
+        streams,
+        embedding,
+        decay,
+    )
 
 
 def test_a_small_text_gets_the_narrow_model_unless_given(tmp_path):
@@ -146,3 +161,43 @@ def test_a_small_text_gets_the_narrow_model_unless_given(tmp_path):
     model = json.loads((done.run.path / "config.json").read_text())["model"]
     assert (model["num_layers"], model["hidden_size"]) == (1, 16)  # the layers from the table
     assert done.note.endswith("→ 1×16 lstm")
+
+
+def test_a_small_text_chooses_streams_embedding_and_decay_unless_given(tmp_path):
+    text = write_text(tmp_path / "t.txt", 3_000)
+    done = runs.train_run(
+        SPEC,
+        tmp_path / "a",
+        data=TextData(text=text, bptt=25),
+        model=LMConfig(hidden_size=8, num_layers=1, dropout=0.0),
+        train=TrainConfig(steps=1, eval_every=5, optimizer="adamw", weight_decay=None),
+    )
+    config = json.loads((done.run.path / "config.json").read_text())
+    assert config["data"]["batch_size"] == 8 and config["model"]["embedding_size"] == 128
+    assert config["train"]["weight_decay"] == 0.3
+    assert done.note.endswith("→ embedding 128, weight decay 0.3, 8 streams")
+    assert len(SPEC.prepare(SPEC.saved_data(config["data"]), 0).train.ids) == 2_700
+    # Adam's decay is L2, where 0.3 would be far too strong: it stays 0. Given values are kept.
+    done = runs.train_run(
+        SPEC,
+        tmp_path / "b",
+        data=TextData(text=text, bptt=25, batch_size=4),
+        model=LMConfig(hidden_size=8, num_layers=1, dropout=0.0, embedding_size=4),
+        train=TrainConfig(steps=1, eval_every=5, optimizer="adam", weight_decay=None),
+    )
+    config = json.loads((done.run.path / "config.json").read_text())
+    assert config["data"]["batch_size"] == 4 and config["model"]["embedding_size"] == 4
+    assert config["train"]["weight_decay"] == 0.0 and done.note == ""
+
+
+def test_tied_weights_take_the_hidden_size_as_embedding(tmp_path):
+    text = write_text(tmp_path / "t.txt", 3_000)
+    done = runs.train_run(
+        SPEC,
+        tmp_path / "a",
+        data=TextData(text=text, bptt=25, batch_size=4),
+        model=LMConfig(hidden_size=8, num_layers=1, dropout=0.0, tie_weights=True),
+        train=TrainConfig(steps=1, eval_every=5),
+    )
+    model = json.loads((done.run.path / "config.json").read_text())["model"]
+    assert model["embedding_size"] == 8 and done.note == ""

@@ -115,10 +115,10 @@ def check_positive(args, *flags: str) -> None:
 
 
 def check_non_negative(args, *flags: str) -> None:
-    """Each given flag must be a finite number >= 0."""
+    """Each given flag must be None or a finite number >= 0."""
     for name in flags:
         value = getattr(args, _dest(name))
-        if not math.isfinite(value) or value < 0:
+        if value is not None and (not math.isfinite(value) or value < 0):
             raise UsageError(f"{name} must be >= 0, got {value}")
 
 
@@ -316,6 +316,9 @@ def add_train_flags(group, names=TRAIN_FLAGS, *, defaults=None) -> None:
     text = dict(TRAIN_HELP)
     if (defaults or {}).get("eval_every", 0) is None:
         text["eval_every"] += " (default: once per epoch, at most every 500)"
+    if (defaults or {}).get("weight_decay", 0) is None:
+        text["weight_decay"] += " (default: from the size of the training data; the summary says"
+        text["weight_decay"] += " which)"
     add_config_flags(group, TrainConfig, names, defaults=defaults, help=text, choices=TRAIN_CHOICES)
 
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit import distributed
 from rnnkit.config import Config
 from rnnkit.data.text import DEFAULT_CORPUS, StreamBatches, TextSplit, load_corpus, read_text
 from rnnkit.data.vocab import CharVocab
@@ -64,13 +65,7 @@ from rnnkit.tasks.base import (
     check_layer_options,
     check_positive_ints,
 )
-from rnnkit.tasks.lm_defaults import (
-    LM_DEFAULTS,
-    LM_TIME_BUDGET,
-    corpus_size,
-    size_aware_dropout,
-    size_aware_width,
-)
+from rnnkit.tasks.lm_defaults import LM_DEFAULTS, LM_TIME_BUDGET, size_aware
 from rnnkit.tasks.ngram import ngram_bpc
 from rnnkit.train import Callback, TrainConfig, TrainResult
 from rnnkit.train.config import evaluation_interval
@@ -321,7 +316,14 @@ class TextData(Config):
     val_fraction: float = field(
         default=0.1, metadata={"help": "last fraction of the text held out for validation"}
     )
-    batch_size: int = field(default=32, metadata={"help": "parallel streams per batch"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "parallel streams per batch (default: from the size of the training text, "
+            "8 below 100,000 characters, else 32)",
+            "metavar": "N",
+        },
+    )
     bptt: int = field(default=75, metadata={"help": "truncated-BPTT window, characters per step"})
     shift_windows: bool = field(
         default=True, metadata={"help": "start each epoch's windows at a different offset"}
@@ -329,7 +331,9 @@ class TextData(Config):
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        check_positive_ints(batch_size=self.batch_size, bptt=self.bptt)
+        check_positive_ints(bptt=self.bptt)
+        if self.batch_size is not None:
+            check_positive_ints(batch_size=self.batch_size)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
@@ -339,7 +343,14 @@ class LMConfig(Config):
     """:class:`LanguageModel` arguments other than ``vocab_size`` (taken from the data)."""
 
     cell: str = field(default="lstm", metadata={"help": "recurrent cell"})
-    embedding_size: int = field(default=64, metadata={"help": "embedding size E"})
+    embedding_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "embedding size E (default: from the size of the training text, 128 below "
+            "100,000 characters, else 64; the hidden size with --tie-weights)",
+            "metavar": "N",
+        },
+    )
     hidden_size: int | None = field(
         default=None,
         metadata={
@@ -376,6 +387,7 @@ class LMData(Prepared):
     """Prepared text: stream batches, the vocabulary (``encoders``) and the validation text."""
 
     val_text: str = ""
+    chosen_batch: bool = False  # the number of streams came from the size of the text
 
     @property
     def vocab(self) -> CharVocab:
@@ -393,9 +405,12 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
     split = TextSplit.of(text, data.val_fraction)
     if vocab is None:
         vocab = CharVocab.from_text(split.train)
+    batch_size = data.batch_size or size_aware(len(split.train)).batch_size
+    if data.batch_size is None and distributed.is_distributed():
+        distributed.check_batch_size(batch_size)
     train = StreamBatches(
         vocab.encode(split.train),
-        data.batch_size,
+        batch_size,
         data.bptt,
         offset_seed=seed if data.shift_windows else None,
         what="training part of the text",
@@ -406,7 +421,7 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
             f"the validation part has {val_ids.numel()} character(s); use a longer text or a "
             "larger --val-fraction"
         )
-    streams = max(1, min(data.batch_size, (val_ids.numel() - 1) // data.bptt))
+    streams = max(1, min(batch_size, (val_ids.numel() - 1) // data.bptt))
     val = StreamBatches(
         val_ids, streams, data.bptt, drop_last=False, what="validation part of the text"
     )
@@ -417,8 +432,16 @@ def prepare_data(data: TextData, seed: int, vocab: CharVocab | None = None) -> L
         "train_characters": len(split.train),
         "val_characters": len(split.val),
         "vocab_size": len(vocab),
+        "batch_size": batch_size,
     }
-    return LMData(train=train, val=val, encoders=vocab, record=record, val_text=split.val)
+    return LMData(
+        train=train,
+        val=val,
+        encoders=vocab,
+        record=record,
+        val_text=split.val,
+        chosen_batch=data.batch_size is None,
+    )
 
 
 class TextStream:
@@ -495,31 +518,43 @@ class LanguageModelSpec(TaskSpec):
         return TrainConfig(time_budget=LM_TIME_BUDGET, **LM_DEFAULTS)
 
     def data_defaults(self, model: LMConfig, train: TrainConfig, prepared: LMData) -> tuple:
-        """Width, depth and dropout (each when None) from the number of training characters
-        (:func:`rnnkit.tasks.lm_defaults.size_aware_width`, :func:`size_aware_dropout`);
-        evaluation (when ``eval_every`` is None) once per epoch, at most every 500 steps."""
+        """Each setting left None from the number of training characters
+        (:func:`rnnkit.tasks.lm_defaults.size_aware`): width and depth, embedding size,
+        dropout, weight decay (AdamW only; 0 otherwise) and the streams (chosen by
+        :func:`prepare_data`); evaluation (when ``eval_every`` is None) once per epoch, at most
+        every 500 steps."""
         chars = prepared.record["train_characters"]
+        sized = size_aware(chars)
         chosen = []
-        layers, hidden = size_aware_width(chars)
         if model.num_layers is None or model.hidden_size is None:
             model = model.replace(
-                num_layers=model.num_layers if model.num_layers is not None else layers,
-                hidden_size=model.hidden_size if model.hidden_size is not None else hidden,
+                num_layers=sized.num_layers if model.num_layers is None else model.num_layers,
+                hidden_size=sized.hidden_size if model.hidden_size is None else model.hidden_size,
             )
             chosen.append(f"{model.num_layers}×{model.hidden_size} {model.cell}")
+        if model.embedding_size is None:
+            tied = model.layer_options.get("proj_size") or model.hidden_size
+            model = model.replace(
+                embedding_size=tied if model.tie_weights else sized.embedding_size
+            )
+            if not model.tie_weights:
+                chosen.append(f"embedding {model.embedding_size}")
         if model.dropout is None:
-            model = model.replace(dropout=size_aware_dropout(chars))
+            model = model.replace(dropout=sized.dropout)
             chosen.append(f"dropout {model.dropout:g}")
+        if train.weight_decay is None:
+            decay = sized.weight_decay if train.optimizer == "adamw" else 0.0
+            train = train.replace(weight_decay=decay)
+            if decay:
+                chosen.append(f"weight decay {decay:g}")
+        if prepared.chosen_batch:
+            chosen.append(f"{prepared.record['batch_size']} streams")
         if train.eval_every is None:
             chosen.append(f"evaluation every {evaluation_interval(len(prepared.train)):,} steps")
         model, train, _ = super().data_defaults(model, train, prepared)
         if not chosen:
             return model, train, ""
-        return (
-            model,
-            train,
-            f"{corpus_size(chars)}: {chars:,} training characters → " + (", ".join(chosen)),
-        )
+        return model, train, f"{sized.corpus}: {chars:,} training characters → " + ", ".join(chosen)
 
     def saved_data(self, record: dict) -> TextData:
         # The text is read again from the absolute path the run recorded as its source.

@@ -38,7 +38,8 @@ class TrainConfig:
     Attributes:
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr: peak learning rate.
-        weight_decay: L2 (adam, sgd) or decoupled (adamw) weight decay.
+        weight_decay: L2 (adam, sgd) or decoupled (adamw) weight decay; None: left to the
+            task's data (:meth:`rnnkit.runs.TaskSpec.data_defaults`), 0 when it chooses none.
         momentum: SGD momentum.
         betas: Adam/AdamW betas.
         clip_norm: rescale gradients so their global L2 norm is at most this (None: off).
@@ -73,7 +74,7 @@ class TrainConfig:
 
     optimizer: str = "adam"
     lr: float = 2e-3
-    weight_decay: float = 0.0
+    weight_decay: float | None = 0.0
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     clip_norm: float | None = 1.0
@@ -128,7 +129,8 @@ class TrainConfig:
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
         positive("lr", self.lr)
-        non_negative("weight_decay", self.weight_decay)
+        if self.weight_decay is not None:
+            non_negative("weight_decay", self.weight_decay)
         non_negative("momentum", self.momentum)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")

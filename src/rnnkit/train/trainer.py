@@ -72,17 +72,12 @@ class TrainResult:
 def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     """Adam, AdamW or SGD over ``params`` from ``config``."""
     params = list(params)
+    decay = config.weight_decay or 0.0
     if config.optimizer == "adam":
-        return torch.optim.Adam(
-            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-        )
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+        return torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=decay)
 
 
 def _batches(source, epoch: int, start: int):
