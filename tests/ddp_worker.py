@@ -107,4 +107,7 @@ if __name__ == "__main__":
     for kind in args[0].split("+"):  # several jobs in one launch: DIR/<kind> each
         path = os.path.join(args[1], kind) if "+" in args[0] else args[1]
         run_job(kind, path, resume="--resume" in args, kill_at=kill)
-    distributed.destroy()
+    distributed.destroy(wait=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as rnnkit's own entry point: no interpreter teardown under torchrun

@@ -530,25 +530,93 @@ def test_default_training_is_ten_epochs_evaluated_once_per_epoch(tmp_path):
     assert runs.evaluate_run(loaded)["accuracy"] == pytest.approx(done.report["accuracy"])
 
 
-def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
+def _prepared(batches, examples, length=10, series=True, val=True):
+    """What ClassifySpec.data_defaults reads of the prepared data."""
     from types import SimpleNamespace
 
-    from rnnkit.tasks.classify import SPEC
+    return SimpleNamespace(
+        train=[None] * batches,
+        val=[None] if val else None,
+        targets={"train": [0] * examples},
+        inputs={"train": [np.zeros((length, 1))] * examples},
+        input_size=1 if series else None,
+        record={} if val else {"val_fraction": 0.0},
+    )
 
-    def prepared(batches, examples):
-        return SimpleNamespace(train=[None] * batches, targets={"train": [0] * examples})
 
-    _, train, note = SPEC.data_defaults(None, SPEC.default_train(), prepared(2, 45))
+def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
+    from rnnkit.tasks.classify import SPEC, ClassifyModel
+
+    model = ClassifyModel()
+    _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(2, 45))
     assert train.eval_every == 25 and train.min_steps == 500 and train.epochs == 10
     assert note == (
         "small training set: 45 examples in 2 batches per epoch → 250 epochs (at least 500 "
         "steps), evaluated every 25 steps"
     )
-    _, train, note = SPEC.data_defaults(None, SPEC.default_train(), prepared(320, 10_000))
+    _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(320, 10_000))
     assert train.eval_every == 320 and note == ""  # ten epochs are 3,200 steps: as given
     given = SPEC.default_train().replace(min_steps=None, epochs=3)  # --epochs 3
-    _, train, note = SPEC.data_defaults(None, given, prepared(2, 45))
+    _, train, note = SPEC.data_defaults(model, given, _prepared(2, 45))
     assert train.eval_every == 2 and note == ""
+
+
+@pytest.mark.parametrize(
+    ("length", "series", "front"),
+    [(100, True, (0, 1, 3)), (128, True, (0, 1, 3)), (129, True, (32, 2, 8)),
+     (251, True, (32, 2, 8)), (427, True, (32, 4, 8)), (1460, True, (32, 12, 24)),
+     (1460, False, (0, 1, 3))],
+)  # fmt: skip
+def test_long_series_get_a_strided_front_end(length, series, front):
+    from rnnkit.tasks.classify import SPEC, ClassifyModel
+
+    model, _, note = SPEC.data_defaults(
+        ClassifyModel(), SPEC.default_train(), _prepared(300, 9_600, length, series)
+    )
+    assert (model.conv_channels, model.conv_stride, model.conv_kernel_size) == front
+    steps = -(-length // front[1])
+    assert (f"conv front end {front[0]}×{front[2]} stride {front[1]} ({steps} steps)" in note) == (
+        front[0] > 0
+    )
+    given = ClassifyModel(conv_channels=0)
+    model, _, _ = SPEC.data_defaults(given, SPEC.default_train(), _prepared(300, 9_600, length))
+    assert model.conv_channels == 0
+    given = ClassifyModel(conv_channels=16, conv_stride=3)
+    model, _, _ = SPEC.data_defaults(given, SPEC.default_train(), _prepared(300, 9_600, length))
+    assert (model.conv_channels, model.conv_stride, model.conv_kernel_size) == (16, 3, 3)
+
+
+def test_few_long_series_train_without_a_validation_split(tmp_path):
+    from rnnkit import runs
+    from rnnkit.tasks.classify import SPEC
+
+    def write(path, n, length):
+        rng = np.random.default_rng(0)
+        rows = [
+            ",".join(f"{v:.3f}" for v in rng.normal(size=length) + k) + f":{k}"
+            for k in (0, 1)
+            for _ in range(n // 2)
+        ]
+        header = "@problemName t\n@univariate true\n@classLabel true 0 1\n@data\n"
+        path.write_text(header + "\n".join(rows) + "\n")
+        return str(path)
+
+    short = {"ts_train": write(tmp_path / "s.ts", 40, 100)}
+    long = {"ts_train": write(tmp_path / "l.ts", 40, 300)}
+    train = SPEC.default_train().replace(epochs=1, min_steps=None)
+    model = {"hidden_size": 4}
+    done = runs.train_run(SPEC, tmp_path / "a", data=long, model=model, train=train)
+    config = json.loads((done.run.path / "config.json").read_text())
+    assert config["data"]["val_fraction"] == 0.0 and config["data"]["val_examples"] == 0
+    assert config["model"]["conv_stride"] == 3 and "no validation split" in done.note
+    done = runs.train_run(SPEC, tmp_path / "b", data=short, model=model, train=train)
+    config = json.loads((done.run.path / "config.json").read_text())
+    assert config["data"]["val_fraction"] == 0.1 and config["data"]["val_examples"] == 4
+    assert config["model"]["conv_channels"] == 0
+    # Given, the fraction is kept for long series too; resume rebuilds the same split.
+    given = {**long, "val_fraction": 0.1}
+    done = runs.train_run(SPEC, tmp_path / "c", data=given, model=model, train=train)
+    assert json.loads((done.run.path / "config.json").read_text())["data"]["val_examples"] == 4
 
 
 def test_min_steps_raises_the_epoch_limit_to_whole_epochs(tmp_path):

@@ -109,10 +109,18 @@ def init(device: torch.device | str = "cpu", *, timeout: float | None = None) ->
     return True
 
 
-def destroy() -> None:
-    """Leave the process group (if any)."""
+def destroy(*, wait: bool = False) -> None:
+    """Leave the process group (if any); with ``wait``, after every rank has come this far.
+
+    A process that exits still in the group takes gloo's threads down with it unjoined, and the
+    C++ runtime aborts it ("terminate called without an active exception", exit -6) after its
+    work is done, failing the job; the command line therefore leaves at the end of every command
+    (:func:`rnnkit.cli.main.main`), waiting for the others when the command succeeded.
+    """
     global _object_group
     if dist.is_available() and dist.is_initialized():
+        if wait and is_distributed():
+            dist.barrier(group=_object_group)
         dist.destroy_process_group()
     _object_group = None
 

@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         # `rnnkit` or `rnnkit train` without a subcommand: show the relevant help.
         (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
         return 2
+    code = 1
     try:
         code = args.func(args)
     except InvalidInputError as exc:
+        code = 2
         print(f"error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `rnnkit sample … | head`: the reader has what it wanted
         import os
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        return 0
+        code = 0
     except OSError as exc:
         if exc.errno not in _FILE_SYSTEM_ERRORS:
             raise  # anything else is a bug and keeps its traceback
@@ -96,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             "(files already there are kept: every write is atomic)",
             file=sys.stderr,
         )
-        return 2
+        code = 2
     except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    finally:  # under torchrun: leave the process group before the interpreter exits
+        from rnnkit import distributed
+
+        distributed.destroy(wait=not code)
     return int(code or 0)
 
 

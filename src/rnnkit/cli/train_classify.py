@@ -105,7 +105,8 @@ def register(subparsers) -> None:
         type=int,
         default=_default(ClassifyModel, "conv_channels"),
         metavar="CHANNELS",
-        help="Conv1d+ReLU with this many channels before the RNN (default 0: off)",
+        help="Conv1d+ReLU with this many channels before the RNN (0: off; default: 32 for "
+        "series longer than 128 steps, with a stride that brings them to at most 128, else off)",
     )
     variants = parser.add_argument_group("cell variants and regularisers (rnnkit layers)")
     add_layer_options(variants)
@@ -158,7 +159,7 @@ def _check(args) -> None:
         "--weight-drop",
         "--zoneout",
     )
-    if args.val_fraction + args.test_fraction >= 1:
+    if (args.val_fraction or 0.0) + args.test_fraction >= 1:
         raise UsageError("--val-fraction + --test-fraction must be < 1")
     check_cell_options(args, args.cell)
 
