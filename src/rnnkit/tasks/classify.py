@@ -189,7 +189,8 @@ class ClassifyData(Config):
         default=None,
         metadata={
             "help": "fraction of the training examples held out for validation (0 = none; "
-            "default 0.1, or none when that would be fewer than 20 examples)",
+            "default 0.1; none for series longer than 128 steps when it would hold fewer "
+            "than 20)",
             "metavar": "X",
         },
     )
