@@ -253,7 +253,17 @@ def test_evaluate_on_another_file(text_run, capsys, tmp_path):
     assert main(["evaluate", str(out), "--data", str(csv), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["count"] == 120 and payload["data"] == str(csv)
-    assert (out / "confusion_reviews.png").is_file()
+    assert "plot" not in payload
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    png = tmp_path / "confusion.png"
+    argv = ["evaluate", str(out), "--data", str(csv), "--plot", str(png)]
+    assert main(argv) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # only read
+    assert main(argv) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--force", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plot"] == str(png)
     other = tmp_path / "other.csv"
     other.write_text("review,sentiment\ngood,pos\nso-so,mixed\n", encoding="utf-8")
     assert main(["evaluate", str(out), "--data", str(other)]) == 2

@@ -128,6 +128,10 @@ def test_evaluate_json_is_one_object(run_dir, text_file, capsys):
     assert main(["evaluate", str(run_dir), "--text", str(text_file)]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "bpc" in out
+    assert main(["evaluate", str(run_dir), "--plot", str(run_dir.parent / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "lm runs have no plot of a held-out report" in err and "classify (the conf" in err
+    assert not (run_dir.parent / "x.png").exists()
 
 
 def test_evaluate_counts_unseen_characters(run_dir, tmp_path, capsys):

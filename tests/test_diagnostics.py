@@ -308,7 +308,7 @@ def test_cli_diagnose_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_diagnose_run_dir(tmp_path, capsys):
+def test_cli_diagnose_run_dir(tmp_path, capsys, monkeypatch):
     from rnnkit.io import RunDir
     from rnnkit.tasks.lm import LanguageModel
 
@@ -317,10 +317,25 @@ def test_cli_diagnose_run_dir(tmp_path, capsys):
     run = RunDir.prepare(tmp_path / "run").create()
     run.write_config({"task": "lm", "model": model.config()})
     run.save_weights(model.state_dict())
-    assert main(["diagnose", str(run.path), "--length", "10", "--json"]) == 0
+    before = sorted(p.name for p in run.path.iterdir())
+    png = tmp_path / "flow.png"
+    argv = ["diagnose", str(run.path), "--length", "10", "--json", "--png", str(png)]
+    assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out)
     (d,) = payload["diagnoses"]
     assert d["label"] == "rnn" and len(d["layers"]) == 2
-    assert (run.path / "gradient_flow.png").exists()
+    assert png.read_bytes()[:4] == b"\x89PNG" and payload["png"] == str(png)
+    assert sorted(p.name for p in run.path.iterdir()) == before  # the run is only read
+    assert main(argv) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the default plot goes to the working directory
+    assert main(["diagnose", str(run.path), "--length", "10"]) == 0
+    assert (elsewhere / "gradient_flow.png").is_file()
+    assert sorted(p.name for p in run.path.iterdir()) == before
+    capsys.readouterr()
     assert main(["diagnose", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err

@@ -179,13 +179,14 @@ def test_diagnose_refuses_a_missing_device_and_runs_on_the_cpu(trained, capsys):
     assert main(["diagnose", "--cells", "gru", "--length", "10", "--device", "cuda:7"]) == 2
     assert capsys.readouterr().err.startswith("error: --device cuda:7")
     argv = ["diagnose", str(trained["lm"]), "--length", "10", "--device", "cpu", "--json"]
+    argv.append("--no-plot")
     assert cli_json(capsys, argv)["diagnoses"]
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_diagnose_on_cuda_measures_what_the_cpu_measures(trained, capsys):
-    base = ["diagnose", "--cells", "lstm,gru", "--length", "30", "--json"]
+    base = ["diagnose", "--cells", "lstm,gru", "--length", "30", "--json", "--no-plot"]
     cpu = cli_json(capsys, [*base, "--device", "cpu"])["diagnoses"]
     gpu = cli_json(capsys, [*base, "--device", "cuda"])["diagnoses"]
     for a, b in zip(cpu, gpu, strict=True):
@@ -193,4 +194,4 @@ def test_diagnose_on_cuda_measures_what_the_cpu_measures(trained, capsys):
             if la["eta"] is not None:
                 assert lb["eta"] == pytest.approx(la["eta"], rel=1e-6)
     assert cli_json(capsys, ["diagnose", str(trained["lm"]), "--length", "10", "--device", "cuda",
-                             "--json"])["diagnoses"]  # fmt: skip
+                             "--json", "--no-plot"])["diagnoses"]  # fmt: skip

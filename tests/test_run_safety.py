@@ -188,6 +188,31 @@ def test_weights_without_checksum_need_trust(tmp_path, capsys):
     assert runs.load_run(run, trust=True).spec.name == "lm"
 
 
+READ_VERBS = [
+    ("classify/text", ["predict", "--text", "a fine film"]),
+    ("tag/run", ["tag", "--text", "我 吃 苹果"]),
+    ("seq2seq/run", ["translate", "--text", "5 March 2023"]),
+    ("forecast", ["forecast", "--csv", str(FIXTURES / "forecast" / "sales.csv")]),
+    ("lm", ["diagnose", "--length", "5", "--no-plot"]),
+]
+
+
+@pytest.mark.parametrize("fixture, argv", READ_VERBS, ids=[a[0] for _, a in READ_VERBS])
+def test_every_read_verb_takes_trust_for_weights_without_checksum(tmp_path, capsys, fixture, argv):
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / fixture, run)
+    save_file(load_file(run / "model.safetensors"), run / "model.safetensors")  # no metadata
+    command = [argv[0], str(run), *argv[1:]]
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "has no rnnkit checksum" in err and "--trust" in err and err.count("\n") == 1
+    assert main([*command, "--trust"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out
+
+
 def test_a_crafted_safetensors_header_is_one_error(tmp_path, capsys):
     run = old_lm(tmp_path)
     for header in (

@@ -117,9 +117,11 @@ def test_evaluate_json_on_the_saved_test_split(trained, capsys):
     assert saved["baselines"] == result["baselines"]
     assert 0 < result["baselines"]["most_frequent_tag"] <= 1
     assert set(result["per_tag"]) == {"r", "v", "n"}
-    assert main(["evaluate", str(out), "--data", str(data)]) == 0
+    png = out.parent / "f1.png"
+    assert main(["evaluate", str(out), "--data", str(data), "--plot", str(png)]) == 0
     text = capsys.readouterr().out
     assert "accuracy" in text and "tag n" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def error_of(argv, capsys) -> str:

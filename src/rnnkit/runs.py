@@ -156,6 +156,8 @@ class TaskSpec:
     predictor: ClassVar[type[Predictor]] = Predictor
     # What the progress bar and the summary count per second.
     throughput_unit: ClassVar[str] = "items"
+    # What plot_report draws ("" when the task has none).
+    report_plot: ClassVar[str] = ""
 
     # -- what every task implements --------------------------------------------------------------
     def default_train(self) -> TrainConfig:
@@ -210,6 +212,11 @@ class TaskSpec:
 
     def write_plots(self, loaded: LoadedRun, prepared: Prepared, report: dict) -> None:
         """Write the task's plots into ``loaded.run`` after the held-out report."""
+
+    def plot_report(self, report: dict, path: str | os.PathLike) -> None:
+        """Draw a held-out report (from :meth:`report`) at ``path``: the plot that
+        ``rnnkit evaluate --plot`` writes, named by :attr:`report_plot`."""
+        raise InvalidInputError(f"{self.name} runs have no plot of a held-out report")
 
     def export_model(self, loaded: LoadedRun):
         """What ``rnnkit export`` writes for a trained run: a :class:`rnnkit.export.TaskExport`

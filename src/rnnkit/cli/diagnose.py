@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_device_flag
+from rnnkit.cli.options import add_device_flag, add_trust_flag
 
 DEFAULT_CELLS = "rnn,irnn,lstm,gru"
 
@@ -71,7 +71,8 @@ def register(subparsers) -> None:
     output.add_argument(
         "--png",
         type=Path,
-        help="plot path (default gradient_flow.png, or RUN_DIR/gradient_flow.png)",
+        help="plot path (default gradient_flow.png in the working directory; a run "
+        "directory is never written to)",
     )
     output.add_argument(
         "--plot",
@@ -83,6 +84,7 @@ def register(subparsers) -> None:
     output.add_argument(
         "--json", action="store_true", help="print one JSON object and nothing else"
     )
+    add_trust_flag(parser)
     add_device_flag(parser)
     parser.set_defaults(func=run)
 
@@ -96,6 +98,8 @@ def _check(args) -> None:
         raise UsageError(f"--input-size must be >= 1, got {args.input_size}")
     if not args.threshold > 0 or not args.threshold < 1:
         raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if args.trust and args.run_dir is None:
+        raise UsageError("--trust applies to a RUN_DIR's weights; fresh layers have none")
     if args.run_dir is not None and (args.cells or args.init):
         raise UsageError("--cells and --init describe fresh layers; omit them with RUN_DIR")
 
@@ -142,7 +146,7 @@ def diagnose_run(args):
     from rnnkit.layers import RecurrentLayer
     from rnnkit.runs import load_model
 
-    task = load_model(args.run_dir).to(args.device)
+    task = load_model(args.run_dir, trust=args.trust).to(args.device)
     results, skipped = [], []
     layers = [(n, m) for n, m in task.named_modules() if isinstance(m, RecurrentLayer)]
     if not layers:
@@ -200,10 +204,11 @@ def run(args) -> int:
     from rnnkit.devices import resolve_device
 
     args.device = resolve_device(args.device)
-    default_png = Path("gradient_flow.png") if args.run_dir is None else None
-    if default_png is None:
-        default_png = Path(args.run_dir) / "gradient_flow.png"
-    png = args.png or default_png
+    if args.run_dir is not None:
+        from rnnkit.io import RunDir
+
+        RunDir(args.run_dir).check()  # a wrong path is named before an existing plot is
+    png = args.png or Path("gradient_flow.png")
     if args.plot:
         check_new_file("--png", png, force=args.force)  # before the work, not after it
     torch.set_num_threads(args.threads)

@@ -35,6 +35,13 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, help="default: the run's")
     parser.add_argument("--bptt", type=int, help="language model window (default: the run's)")
     parser.add_argument("--beam", type=int, help="seq2seq: beam width (default 1: greedy)")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="classify: the confusion matrix, tag: F1 per tag, written here (the run "
+        "directory is only read)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing --plot")
     add_json_flag(parser)
     add_threads_flag(parser)
     add_trust_flag(parser)
@@ -61,15 +68,26 @@ def run(args) -> int:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.text is not None and args.data is not None:
         raise UsageError("give one of --text and --data")
+    from rnnkit.cli.outputs import check_new_file, writing
+
     set_threads(args.threads)
     loaded = runs.load(args.run_dir, trust=args.trust, device=args.device).loaded
     task = loaded.config["task"]
+    plot = check_new_file("--plot", args.plot, force=args.force)  # before the work
+    if plot is not None and not loaded.spec.report_plot:
+        specs = [runs.task_spec(name) for name in runs.SPECS]
+        having = ", ".join(f"{s.name} ({s.report_plot})" for s in specs if s.report_plot)
+        raise UsageError(f"--plot: {task} runs have no plot of a held-out report; {having} do")
     options = {"batch_size": args.batch_size, "bptt": args.bptt, "beam": args.beam}
     result = runs.evaluate_run(
         loaded,
         data_file=args.data if args.data is not None else args.text,
         **{k: v for k, v in options.items() if v is not None},
     )
+    if plot is not None:
+        with writing(plot):
+            loaded.spec.plot_report(result, plot)
+        result["plot"] = str(plot)
     run_dir = loaded.run
     if args.json:
         payload = {"run": str(run_dir.path), "task": task, **result}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnkit.cli.options import add_device_flag
+from rnnkit.cli.options import add_device_flag, add_trust_flag
 from rnnkit.errors import InvalidInputError
 
 
@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
     parser.add_argument("--plot", metavar="PNG", help="also draw forecasts against actuals")
     parser.add_argument("--force", action="store_true", help="replace existing --out/--plot")
+    add_trust_flag(parser)
     add_device_flag(parser)
     parser.set_defaults(func=run)
 
@@ -50,7 +51,7 @@ def run(args) -> int:
         check_new_file(flag, value, force=args.force)
     if args.plot and not args.all:
         raise InvalidInputError("--plot draws forecasts against actuals; add --all")
-    model = runs.load(args.run_dir, task="forecast", device=args.device)
+    model = runs.load(args.run_dir, task="forecast", trust=args.trust, device=args.device)
     loaded = model.loaded
     table = model.forecast(args.csv, every_origin=args.all)
     text = table.to_csv(index=False, float_format="%.6g")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_device_flag, add_json_flag
+from rnnkit.cli.options import add_device_flag, add_json_flag, add_trust_flag
 
 
 def register(subparsers) -> None:
@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--top-k", type=int, help="text output: show the K most probable classes")
     parser.add_argument("--batch-size", type=int, default=64, help="default 64")
     add_json_flag(parser)
+    add_trust_flag(parser)
     add_device_flag(parser)
     parser.set_defaults(func=run)
 
@@ -55,7 +56,7 @@ def run(args) -> int:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.text_column and not args.csv:
         raise UsageError("--text-column applies to --csv only")
-    model = runs.load(args.run_dir, task="classify", device=args.device)
+    model = runs.load(args.run_dir, task="classify", trust=args.trust, device=args.device)
     items = read_unlabelled(
         model.loaded, texts=args.text, csv=args.csv, text_column=args.text_column, ts=args.ts
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_device_flag
+from rnnkit.cli.options import add_device_flag, add_trust_flag
 from rnnkit.errors import InvalidInputError
 
 
@@ -34,6 +34,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="print one JSON object on stdout: {sentences: [{words, tags}]}",
     )
+    add_trust_flag(parser)
     add_device_flag(parser)
     parser.set_defaults(func=run)
 
@@ -63,7 +64,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     sentences = _sentences(args)
-    tags = runs.load(args.run_dir, task="tag", device=args.device).tag(
+    tags = runs.load(args.run_dir, task="tag", trust=args.trust, device=args.device).tag(
         sentences, batch_size=args.batch_size
     )
     if args.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from rnnkit.cli.main import UsageError
-from rnnkit.cli.options import add_device_flag
+from rnnkit.cli.options import add_device_flag, add_trust_flag
 
 
 def register(subparsers) -> None:
@@ -36,6 +36,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="print one JSON object on stdout: outputs, scores and attention weights",
     )
+    add_trust_flag(parser)
     add_device_flag(parser)
     parser.set_defaults(func=run)
 
@@ -73,7 +74,7 @@ def run(args) -> int:
     if args.max_length is not None and args.max_length < 1:
         raise UsageError(f"--max-length must be >= 1, got {args.max_length}")
     check_new_file("--heatmap", args.heatmap, force=args.force)
-    model = runs.load(args.run_dir, task="seq2seq", device=args.device)
+    model = runs.load(args.run_dir, task="seq2seq", trust=args.trust, device=args.device)
     if args.heatmap and model.model.attention is None:
         raise UsageError("--heatmap needs a model with attention; this run has --attention none")
     texts = _inputs(args)

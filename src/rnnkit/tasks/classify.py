@@ -627,11 +627,6 @@ def format_report(report: dict) -> str:
     )
 
 
-def _plot(report: dict, path, title: str) -> None:
-    cm = np.asarray(report["confusion_matrix"])
-    plot_confusion_matrix(cm, report["classes"], path, title=f"{title} {report['accuracy']:.3f}")
-
-
 # -- the classification run --------------------------------------------------------------------
 # Pairs × steps² of DTW cells scored at the end of training (about 10 s on two CPU cores);
 # larger series sets print no DTW baseline.
@@ -715,6 +710,7 @@ class ClassifySpec(TaskSpec):
     encoders_file = "encoders.json"
     predictor = ClassifierPredictor
     throughput_unit = "time steps"
+    report_plot = "the confusion matrix"
 
     def default_train(self) -> TrainConfig:
         return TrainConfig(epochs=10, min_steps=MIN_STEPS, eval_every=EVAL_PER_EPOCH)
@@ -807,8 +803,7 @@ class ClassifySpec(TaskSpec):
         **_,
     ) -> dict:
         """:func:`classification_report` on the run's test split, or on ``data_file`` (a
-        labelled CSV with the run's columns, or a ``.ts`` file); the latter's confusion matrix
-        is also written as ``confusion_<file name>.png`` into the run."""
+        labelled CSV with the run's columns, or a ``.ts`` file)."""
         data = loaded.config.get("data", {})
         if data_file is not None:
             inputs, labels = read_labelled(loaded, data_file)
@@ -826,14 +821,16 @@ class ClassifySpec(TaskSpec):
         }
         if data_file is None:
             report["baselines"] = classification_baselines(prepared, targets)
-        if data_file is not None:
-            png = loaded.run / f"confusion_{Path(data_file).stem}.png"
-            _plot(report, png, "accuracy")
-            report["confusion_png"] = str(png)
         return report
 
     def write_plots(self, loaded: LoadedRun, prepared: ClassifyPrepared, report: dict) -> None:
-        _plot(report, loaded.run / CONFUSION_PNG, "test accuracy")
+        self.plot_report(report, loaded.run / CONFUSION_PNG)
+
+    def plot_report(self, report: dict, path) -> None:
+        """The confusion matrix, titled with the accuracy."""
+        cm = np.asarray(report["confusion_matrix"])
+        title = f"accuracy {report['accuracy']:.3f}"
+        plot_confusion_matrix(cm, report["classes"], path, title=title)
 
     def headline(self, report: dict) -> Headline | None:
         if "accuracy" not in report:
@@ -897,8 +894,6 @@ class ClassifySpec(TaskSpec):
         flat["confusion (columns)"] = " ".join(c.rjust(width) for c in report["classes"])
         for name, row in zip(report["classes"], cm):
             flat[f"confusion {name}"] = " ".join(str(v).rjust(width) for v in row)
-        if "confusion_png" in report:
-            flat["confusion_png"] = report["confusion_png"]
         return flat
 
 

@@ -796,6 +796,7 @@ class TaggerSpec(TaskSpec):
     encoders_file = "vocab.json"
     predictor = TaggerPredictor
     throughput_unit = "words"
+    report_plot = "F1 per tag"
     plot_file = "per_tag_f1.png"
 
     def default_train(self) -> TrainConfig:
@@ -922,8 +923,12 @@ class TaggerSpec(TaskSpec):
         return Headline("accuracy", report["accuracy"], True, "most_frequent_tag", base)
 
     def write_plots(self, loaded: LoadedRun, prepared: TagPrepared, report: dict) -> None:
+        self.plot_report(report, loaded.run / self.plot_file)
+
+    def plot_report(self, report: dict, path) -> None:
+        """F1 per tag, titled with what was scored and the accuracy."""
         title = f"{report['data']}: accuracy {report['accuracy']:.4f}"
-        plot_per_tag_f1(report, loaded.run / self.plot_file, title=title)
+        plot_per_tag_f1(report, path, title=title)
 
     def format_report(self, report: dict) -> str:
         text = (
