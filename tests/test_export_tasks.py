@@ -214,18 +214,21 @@ def test_forecast_onnx_and_program(folder, capsys):
     assert float((got - loaded.task(x)).abs().max()) <= 1e-5
 
 
-def test_music_program_streams_frames(folder, capsys):
+@pytest.mark.parametrize("representation, name", [("events", "features"), ("roll", "frames")])
+def test_music_program_streams_frames(folder, capsys, representation, name):
     pytest.importorskip("music21")
-    run = folder / "music"
+    run = folder / f"music-{representation}"
     train(["music", "--max-pieces", "4", "--val-fraction", "0.25", "--test-fraction", "0.25",
            "--window", "16", "--batch-size", "4", "--hidden-size", "8",
-           "--out", str(run)])  # fmt: skip
+           "--representation", representation, "--out", str(run)])  # fmt: skip
     summary = check_line(capsys, [str(run), "--format", "pt2"])
     assert summary["check"]["ok"] and summary["check"]["metric"] == "frame_nll"
     assert summary["check"]["pytorch"] == pytest.approx(summary["check"]["exported"], abs=1e-5)
-    graph = sidecar(run / "model.pt2")["graphs"]["model"]
-    assert list(graph["inputs"]) == ["frames", "h0", "c0"]
-    assert graph["inputs"]["frames"]["dtype"] == "float32"
+    facts = sidecar(run / "model.pt2")
+    assert facts["representation"] == representation
+    graph = facts["graphs"]["model"]
+    assert list(graph["inputs"]) == [name, "h0", "c0"]
+    assert graph["inputs"][name]["dtype"] == "float32"
 
 
 def test_check_reports_a_mismatch_with_exit_1(lm_run, tmp_path, capsys, monkeypatch):

@@ -16,8 +16,19 @@ Metrics (the papers'): frame NLL per time step, summed over pitches and averaged
 always scored on the same frames (:func:`baseline_metrics`): the per-pitch marginal Bernoulli
 of the training frames and "repeat the previous frame".
 
+With ``representation="events"`` (the default of ``rnnkit train music``) the same net reads
+and predicts the roll as event tokens instead (:mod:`rnnkit.data.music_events`: note-off,
+note-on and step in a canonical order, ``V = 2P + 1`` tokens): a softmax over the tokens the
+order allows, so the pitches of a frame are drawn one after another, each knowing the others,
+where the Bernoulli outputs are independent given the state. Its NLL per frame is the token
+NLL summed over a frame's tokens (one token sequence per roll: the same quantity); its frame
+accuracy scores the frame that greedy decoding predicts from the state at each frame boundary.
+On the Bach chorales it is the better model by far (README: 2.0 against 3.9 nats per frame
+in equal time).
+
 Generation (:func:`generate`) draws ``y_t ~ Bernoulli(σ(z_t / temperature))`` one frame at a
-time with the recurrent state carried, so a piece of ``N`` frames costs ``N`` steps.
+time with the recurrent state carried, so a piece of ``N`` frames costs ``N`` steps (event
+tokens: one step per token, a frame's changes plus one).
 
 Example::
 
@@ -64,6 +75,13 @@ from rnnkit.data.music import (
     shift_roll,
     write_score,
 )
+from rnnkit.data.music_events import (
+    EventCursor,
+    EventSequence,
+    encode_roll,
+    feature_size,
+    vocab_size,
+)
 from rnnkit.data.split import split_indices
 from rnnkit.errors import InvalidInputError
 from rnnkit.io import atomic_write_bytes
@@ -79,18 +97,25 @@ from rnnkit.tasks.base import (
 )
 from rnnkit.train import TrainConfig
 
+REPRESENTATIONS = ("events", "roll")
+
 
 class MusicModel(Task):
-    """Previous frame in, a Bernoulli per pitch of the next frame out (module docstring).
+    """Previous frame in, a Bernoulli per pitch of the next frame out; or, with
+    ``representation="events"``, event-token features in, a softmax over the next token out
+    (module docstring).
 
     Args:
         pitches: P, pitches of the roll (the training range).
+        representation: ``"roll"`` (Bernoulli per pitch) or ``"events"`` (tokens).
         cell, hidden_size, num_layers, dropout, layer_options: the recurrent layers
             (:func:`rnnkit.layers.make_layer`; dropout between layers and before the head).
 
-    Shapes:
-        ``forward(x[B, T, P], state) -> (logits[B, T, P], state)``;
-        ``step((x, y[B, T, P], mask[B, T]))``: NLL per frame over the unmasked frames.
+    Shapes (roll; events: ``F = 4P + 1`` features in, ``V = 2P + 1`` logits out, ``L`` tokens):
+        ``forward(x[B, T, P], state, lengths=None) -> (logits[B, T, P], state)``;
+        ``step((x, y[B, T, P], mask[B, T]))``: NLL per frame over the unmasked frames;
+        events ``step((x[B, L, F], y[B, L], valid[B, L], allowed[B, L, V]))``: token NLL
+        summed and divided by the frames (step tokens) of the batch.
     """
 
     name = "music"
@@ -99,6 +124,7 @@ class MusicModel(Task):
         self,
         pitches: int,
         *,
+        representation: str = "roll",
         cell: str = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
@@ -107,17 +133,26 @@ class MusicModel(Task):
     ) -> None:
         super().__init__()
         check_positive_ints(pitches=pitches, hidden_size=hidden_size, num_layers=num_layers)
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {', '.join(REPRESENTATIONS)}; "
+                f"got {representation!r}"
+            )
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         self.pitches, self.cell, self.hidden_size = pitches, cell, hidden_size
+        self.representation = representation
         self.num_layers, self.dropout_p = num_layers, dropout
         self.layer_options = dict(layer_options or {})
         check_layer_options(self.layer_options)
+        events = representation == "events"
+        self.input_size = feature_size(pitches) if events else pitches
+        self.output_size = vocab_size(pitches) if events else pitches
         self.rnn = make_layer(
             cell,
-            pitches,
+            self.input_size,
             hidden_size,
             num_layers=num_layers,
             batch_first=True,
@@ -126,13 +161,20 @@ class MusicModel(Task):
         )
         out_size = self.layer_options.get("proj_size") or hidden_size
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(out_size, pitches)
+        self.head = nn.Linear(out_size, self.output_size)
 
-    def forward(self, x: Tensor, state=None) -> tuple[Tensor, object]:
-        output, state = self.rnn(x, state)  # (B, T, H)
-        return self.head(self.drop(output)), state  # (B, T, P)
+    @property
+    def step_token(self) -> int:
+        """The events' step token (``2P``)."""
+        return 2 * self.pitches
+
+    def forward(self, x: Tensor, state=None, lengths: Tensor | None = None):
+        output, state = self.rnn(x, state, lengths=lengths)  # (B, T, H)
+        return self.head(self.drop(output)), state  # (B, T, P) or (B, L, V)
 
     def step(self, batch, state=None) -> StepOutput:
+        if self.representation == "events":
+            return self._event_step(batch)
         x, y, mask = batch
         logits, _ = self(x)
         nll = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)  # (B, T)
@@ -146,16 +188,26 @@ class MusicModel(Task):
         }
         return StepOutput(loss=loss, count=frames, stats=stats)
 
+    def _event_step(self, batch) -> StepOutput:
+        x, y, valid, allowed = batch
+        logits, _ = self(x)
+        logits = logits.masked_fill(~allowed, -math.inf)  # only the canonical continuations
+        nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, L)
+        frames = int(((y == self.step_token) & valid).sum())
+        loss = (nll * valid).sum() / max(frames, 1)
+        return StepOutput(loss=loss, count=frames)
+
     def summarize(self, loss_sum: float, count: int, stats: dict[str, float]) -> dict[str, float]:
-        return {
-            "loss": loss_sum / count if count else math.nan,
-            "accuracy": frame_accuracy(stats.get("tp", 0), stats.get("fp", 0), stats.get("fn", 0)),
-            "frames": count,
-        }
+        metrics = {"loss": loss_sum / count if count else math.nan, "frames": count}
+        if self.representation == "roll":  # events: scored by greedy decoding in the report
+            tp, fp, fn = (stats.get(k, 0) for k in ("tp", "fp", "fn"))
+            metrics["accuracy"] = frame_accuracy(tp, fp, fn)
+        return metrics
 
     def config(self) -> dict:
         return {
             "pitches": self.pitches,
+            "representation": self.representation,
             "cell": self.cell,
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
@@ -272,6 +324,14 @@ class MusicData(Config):
     resolution: float = field(
         default=0.25, metadata={"help": "frame length in quarter notes (0.25: a sixteenth)"}
     )
+    representation: str = field(
+        default="events",
+        metadata={
+            "help": "events: note-off/note-on/step tokens, a softmax over the next one "
+            "(default); roll: a Bernoulli per pitch of the next frame",
+            "choices": REPRESENTATIONS,
+        },
+    )
     common_key: bool = field(
         default=False,
         metadata={"help": "transpose every piece to the key signature of C major / A minor"},
@@ -304,6 +364,11 @@ class MusicData(Config):
             raise ValueError(f"resolution must be in (0, 4] quarter notes; got {self.resolution}")
         if isinstance(self.augment, bool) or not 0 <= self.augment <= 12:
             raise ValueError(f"augment must be 0..12 semitones; got {self.augment!r}")
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"representation must be one of {', '.join(REPRESENTATIONS)}; "
+                f"got {self.representation!r}"
+            )
         if self.on_error not in ON_ERROR:
             raise ValueError(
                 f"on_error must be one of {', '.join(ON_ERROR)}; got {self.on_error!r}"
@@ -341,8 +406,8 @@ class MusicConfig(Config):
 @dataclass
 class MusicEncoders:
     """What a run fitted on its training pieces (``music.json``): the pitch range
-    ``low .. low + pitches - 1``, frame length, bar length in frames, key handling and the
-    baselines."""
+    ``low .. low + pitches - 1``, frame length, bar length in frames, key handling, the
+    baselines and the representation (runs from before event tokens: ``roll``)."""
 
     low: int
     pitches: int
@@ -350,9 +415,11 @@ class MusicEncoders:
     frames_per_bar: int
     common_key: bool
     baselines: Baselines
+    representation: str = "roll"
 
     def to_json(self) -> dict:
         return {
+            "representation": self.representation,
             "low": self.low,
             "pitches": self.pitches,
             "resolution": self.resolution,
@@ -370,7 +437,10 @@ class MusicEncoders:
             frames_per_bar=obj["frames_per_bar"],
             common_key=obj["common_key"],
             baselines=Baselines.from_json(obj["baselines"]),
+            representation=obj.get("representation", "roll"),
         )
+        if enc.representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {', '.join(REPRESENTATIONS)}")
         for name in ("low", "pitches", "frames_per_bar"):
             value = getattr(enc, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -415,15 +485,56 @@ class FrameWindows(IndexBatches):
         return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
 
 
+class EventWindows(IndexBatches):
+    """Batches of ``(x, y, valid, allowed)``: windows ``(piece, start, frames)`` of event
+    sequences cut at frame boundaries (each from a zero state, like :class:`FrameWindows`),
+    padded to the longest with ``valid`` False and every token allowed."""
+
+    generator = "torch"
+
+    def __init__(self, sequences: list[EventSequence], windows, batch_size, *, shuffle=False,
+                 seed=0) -> None:  # fmt: skip
+        super().__init__(len(windows), batch_size, shuffle=shuffle, seed=seed)
+        self.sequences, self.windows = sequences, windows
+
+    def make_batch(self, indices):
+        spans = []
+        for i in indices:
+            r, start, length = self.windows[i]
+            starts = self.sequences[r].frame_starts
+            spans.append((self.sequences[r], int(starts[start]), int(starts[start + length])))
+        L = max(b - a for _, a, b in spans)
+        seq = spans[0][0]
+        F_, V = seq.features(0, 0).shape[1], seq.allowed.shape[1]
+        x = np.zeros((len(spans), L, F_), np.float32)
+        y = np.zeros((len(spans), L), np.int64)
+        valid = np.zeros((len(spans), L), bool)
+        allowed = np.ones((len(spans), L, V), bool)
+        for b, (seq, a, e) in enumerate(spans):
+            n = e - a
+            x[b, :n], y[b, :n], valid[b, :n] = seq.features(a, e), seq.tokens[a:e], True
+            allowed[b, :n] = seq.allowed[a:e]
+        return tuple(torch.from_numpy(v) for v in (x, y, valid, allowed))
+
+
+def batches_for(representation: str, rolls, windows, batch_size, *, shuffle=False, seed=0):
+    """:class:`FrameWindows` or :class:`EventWindows` (encoding the rolls) over ``windows``."""
+    if representation == "events":
+        sequences = [encode_roll(r) for r in rolls]
+        return EventWindows(sequences, windows, batch_size, shuffle=shuffle, seed=seed)
+    return FrameWindows(rolls, windows, batch_size, shuffle=shuffle, seed=seed)
+
+
 def training_windows(rolls, window: int) -> list[tuple[int, int, int]]:
     """Consecutive windows of ``window`` frames over each roll (the last one shorter)."""
     return [(r, s, min(window, len(roll) - s)) for r, roll in enumerate(rolls)
             for s in range(0, len(roll), window)]  # fmt: skip
 
 
-def piece_batches(rolls, batch_size: int) -> FrameWindows:
+def piece_batches(rolls, batch_size: int, representation: str = "roll"):
     """Whole pieces, each from its first frame (evaluation)."""
-    return FrameWindows(rolls, [(r, 0, len(roll)) for r, roll in enumerate(rolls)], batch_size)
+    windows = [(r, 0, len(roll)) for r, roll in enumerate(rolls)]
+    return batches_for(representation, rolls, windows, batch_size)
 
 
 @dataclass
@@ -498,6 +609,7 @@ def prepare_music(
             frames_per_bar=max(1, round(bar / data.resolution)),
             common_key=data.common_key,
             baselines=Baselines.fit(cropped),
+            representation=data.representation,
         )
     cropped, outside = {}, {}
     for name, part in rolls.items():
@@ -510,14 +622,10 @@ def prepare_music(
                 moved, lost = encoders.crop(shift_roll(roll, s))
                 if lost == 0:
                     train_rolls.append(moved)
-    train = FrameWindows(
-        train_rolls,
-        training_windows(train_rolls, data.window),
-        data.batch_size,
-        shuffle=True,
-        seed=seed,
-    )
-    val = piece_batches(cropped["val"], data.batch_size) if cropped["val"] else None
+    rep = encoders.representation
+    windows = training_windows(train_rolls, data.window)
+    train = batches_for(rep, train_rolls, windows, data.batch_size, shuffle=True, seed=seed)
+    val = piece_batches(cropped["val"], data.batch_size, rep) if cropped["val"] else None
     record = {
         "source": data.source,
         "sha256": pieces_sha256(refs),
@@ -548,13 +656,69 @@ def music_report(model: MusicModel, rolls: list[np.ndarray], encoders: MusicEnco
     rolls = [r for r in rolls if len(r)]
     if not rolls:
         raise InvalidInputError("no frames to score")
-    metrics = model.evaluate(piece_batches(rolls, batch_size))
+    metrics = model.evaluate(piece_batches(rolls, batch_size, model.representation))
+    if "accuracy" not in metrics:
+        counts = sum(greedy_frame_counts(model, rolls[i : i + batch_size])
+                     for i in range(0, len(rolls), batch_size))  # fmt: skip
+        metrics["accuracy"] = frame_accuracy(*counts)
     return {
         "pieces": len(rolls),
         "frames": int(sum(len(r) for r in rolls)),
         "model": {"nll": metrics["loss"], "accuracy": metrics["accuracy"]},
         "baselines": baseline_metrics(rolls, encoders.baselines),
     }
+
+
+def _masked(logits: Tensor, cursors: list[EventCursor]) -> Tensor:
+    """``logits`` (B, V) on the CPU in float64 with what each cursor forbids at -inf."""
+    allowed = torch.from_numpy(np.stack([c.allowed() for c in cursors]))
+    return logits.detach().double().cpu().masked_fill(~allowed, -math.inf)
+
+
+def _features(cursors: list[EventCursor], like: Tensor) -> Tensor:
+    """The cursors' next inputs as ``(B, 1, F)`` on ``like``'s device and dtype."""
+    return torch.from_numpy(np.stack([c.features() for c in cursors])[:, None]).to(like)
+
+
+@torch.no_grad()
+def greedy_frame_counts(model: MusicModel, rolls: list[np.ndarray]) -> np.ndarray:
+    """``[TP, FP, FN]`` of an events model's next-frame predictions over ``rolls``.
+
+    At every frame boundary of every piece (the state having read the true frames before it)
+    the frame is decoded greedily — the most probable allowed token until the step — and
+    compared with the true frame; then the true frame's tokens are read (``lengths`` keeps
+    the pieces of a batch at their own frame). One batch of pieces, ``T`` frames: ``T`` reads
+    and a decode of at most ``P + 1`` steps per frame.
+    """
+    was_training = model.training
+    model.eval()
+    P = model.pitches
+    weight = next(model.parameters())
+    sequences = [encode_roll(r) for r in rolls]
+    counts, state = np.zeros(3), None
+    for t in range(max(len(r) for r in rolls)):
+        before = [r[t - 1] if 0 < t <= len(r) else None for r in rolls]
+        cursors = [EventCursor(P, b) for b in before]
+        guess, decoded = [None] * len(rolls), state
+        while any(g is None for g in guess):
+            logits, decoded = model(_features(cursors, weight), decoded)
+            tokens = _masked(logits[:, -1], cursors).argmax(-1).tolist()
+            for b, token in enumerate(tokens):
+                if guess[b] is None:
+                    guess[b] = cursors[b].push(token)
+        for b, roll in enumerate(rolls):
+            if t < len(roll):
+                counts += _counts(guess[b][None], roll[t][None])
+        spans = [(int(q.frame_starts[t]), int(q.frame_starts[t + 1])) if t < q.frames else None
+                 for q in sequences]  # fmt: skip
+        lengths = [span[1] - span[0] if span else 1 for span in spans]  # 1: a finished piece
+        x = np.zeros((len(rolls), max(lengths), feature_size(P)), np.float32)
+        for b, (q, span) in enumerate(zip(sequences, spans)):
+            if span:
+                x[b, : span[1] - span[0]] = q.features(*span)
+        _, state = model(torch.from_numpy(x).to(weight), state, lengths=torch.tensor(lengths))
+    model.train(was_training)
+    return counts
 
 
 def format_music_report(report: dict) -> str:
@@ -600,6 +764,7 @@ class MusicSpec(TaskSpec):
         return TrainConfig(epochs=30, lr=2e-3, eval_every=100)
 
     def saved_data(self, record: dict) -> MusicData:
+        record = {"representation": "roll", **record}  # runs from before event tokens
         data = MusicData.from_dict(record, strict=False)
         return data.replace(files=record["files"]) if record.get("files") else data
 
@@ -607,7 +772,8 @@ class MusicSpec(TaskSpec):
         return prepare_music(data, seed, encoders=encoders, split=split)
 
     def build(self, model: MusicConfig, prepared: MusicPrepared) -> MusicModel:
-        return MusicModel(prepared.encoders.pitches, **model.to_dict())
+        enc = prepared.encoders
+        return MusicModel(enc.pitches, representation=enc.representation, **model.to_dict())
 
     def encoders_to_json(self, encoders: MusicEncoders) -> dict:
         return encoders.to_json()
@@ -617,30 +783,45 @@ class MusicSpec(TaskSpec):
 
     def export_model(self, loaded: LoadedRun):
         """Streaming: ``frames`` (B, T, P) and the state in, ``logits`` (B, T, P) of the next
-        frames and the next state out; checked by the frame NLL (each window from a zero
-        state)."""
+        frames and the next state out; an events model takes ``features`` (B, L, 4P + 1) and
+        gives ``logits`` (B, L, 2P + 1) of the next tokens. Checked by the frame NLL (each
+        window from a zero state)."""
         from rnnkit.export import StreamingModel, TaskExport
 
-        stream = StreamingModel(loaded.task)
-        P = loaded.task.pitches
-        frames = torch.zeros(2, 3, P)
+        model: MusicModel = loaded.task
+        stream = StreamingModel(model)
+        events = model.representation == "events"
+        name = "features" if events else "frames"
+        x = torch.zeros(2, 3, model.input_size)
         graph = stream.graph(
-            "frames", frames, {0: "batch", 1: "time"}, "logits", ["batch", "time", P]
+            name, x, {0: "batch", 1: "time"}, "logits", ["batch", "time", model.output_size]
         )
 
         def score(out, batch):
+            if events:
+                _, y, valid, allowed = batch
+                z = out[0].masked_fill(~allowed, -math.inf).transpose(1, 2)
+                nll = F.cross_entropy(z, y, reduction="none")
+                return float((nll * valid).sum()), int(((y == model.step_token) & valid).sum())
             _, y, mask = batch
             nll = F.binary_cross_entropy_with_logits(out[0], y, reduction="none").sum(-1)
             return float((nll * mask).sum()), int(mask.sum())
 
+        described = {
+            "frames": "piano-roll frames, 1 where a pitch of encoders' range sounds",
+            "logits": "per pitch of the next frame; sigmoid for the probability it sounds",
+        }
+        if events:
+            described = {
+                "features": "per token: one-hot of the previous event token (V = 2P + 1: "
+                "off 0..P-1, on P..2P-1, step 2P), the previous frame (P), the frame so far (P)",
+                "logits": "per event token of the next one; softmax over the tokens the "
+                "canonical order allows (rnnkit.data.music_events)",
+            }
         return TaskExport(
             [graph],
-            sidecar={
-                **stream.sidecar(),
-                "frames": "piano-roll frames, 1 where a pitch of encoders' range sounds",
-                "logits": "per pitch of the next frame; sigmoid for the probability it sounds",
-            },
-            feed=lambda batch: stream.inputs("frames", batch[0]),
+            sidecar={**stream.sidecar(), "representation": model.representation, **described},
+            feed=lambda batch: stream.inputs(name, batch[0]),
             score=score,
             metric="frame_nll",
         )
@@ -686,10 +867,10 @@ class MusicSpec(TaskSpec):
     def format_metrics(self, metrics: dict) -> str:
         if "val_loss" not in metrics:
             return ""
-        return (
-            f"validation: NLL {metrics['val_loss']:.3f} nats/frame, "
-            f"accuracy {metrics.get('val_accuracy', math.nan):.3f}"
-        )
+        text = f"validation: NLL {metrics['val_loss']:.3f} nats/frame"
+        if "val_accuracy" in metrics:
+            text += f", accuracy {metrics['val_accuracy']:.3f}"
+        return text
 
     def format_evaluation(self, report: dict) -> dict:
         flat = {k: report[k] for k in ("data", "pieces", "frames", "out_of_range")}
@@ -743,6 +924,8 @@ def generate(
     # Uniform draws from a CPU generator, compared with σ(z / T): the same piece for a seed
     # on every device.
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    if model.representation == "events":
+        return _generate_events(model, total, primer, temperature, generator)
     was_training = model.training
     model.eval()
     weight = next(model.parameters())
@@ -758,6 +941,32 @@ def generate(
             logits, state = model(frames[t].view(1, 1, P), state)  # one step, state carried
     model.train(was_training)
     return frames.cpu().numpy().astype(bool)
+
+
+def _generate_events(model: MusicModel, total: int, primer: np.ndarray, temperature: float,
+                     generator: torch.Generator) -> np.ndarray:  # fmt: skip
+    """:func:`generate` for an events model: the primer's tokens are read, then each token is
+    drawn from ``softmax(z / temperature)`` over the allowed ones (a uniform draw from the CPU
+    ``generator`` against the float64 CDF: the same piece for a seed on every device) and fed
+    back, until ``total`` frames are complete."""
+    was_training = model.training
+    model.eval()
+    weight = next(model.parameters())
+    frames, state = list(primer), None
+    if len(primer):
+        _, state = model(torch.from_numpy(encode_roll(primer).features())[None].to(weight))
+    cursor = EventCursor(model.pitches, primer[-1] if len(primer) else None)
+    while len(frames) < total:
+        logits, state = model(_features([cursor], weight), state)
+        z = _masked(logits[:, -1] / temperature, [cursor])[0]
+        cdf = torch.softmax(z, dim=0).cumsum(0)
+        u = torch.rand((), generator=generator, dtype=torch.float64) * cdf[-1]
+        token = min(int(torch.searchsorted(cdf, u, right=True)), len(cdf) - 1)
+        frame = cursor.push(token)
+        if frame is not None:
+            frames.append(frame)
+    model.train(was_training)
+    return np.array(frames, bool).reshape(total, model.pitches)
 
 
 def primer_from_test_piece(
