@@ -24,9 +24,11 @@ def register(subparsers) -> None:
         "generate",
         help="generate a piece of music with a trained music run (MIDI, piano-roll PNG)",
         description=(
-            "Draw a piece frame by frame from a `rnnkit train music` run, each pitch of a frame\n"
-            "~ Bernoulli(sigmoid(logit / temperature)) with the recurrent state carried, and\n"
-            "write it as a standard MIDI file (or MusicXML), a piano-roll PNG beside it, and a\n"
+            "Draw a piece from a `rnnkit train music` run with the recurrent state carried:\n"
+            "event token by event token (softmax(logits / temperature) over the tokens the\n"
+            "canonical order allows) or, for a --representation roll run, frame by frame with\n"
+            "each pitch ~ Bernoulli(sigmoid(logit / temperature)). It writes the piece as a\n"
+            "standard MIDI file (or MusicXML), a piano-roll PNG beside it, and a\n"
             "one-line summary. Start from silence, from --primer FILE, or from the first\n"
             "--primer-bars bars of one of the run's test pieces. The same --seed gives the\n"
             "same piece; an existing --out or PNG is replaced only with --force."

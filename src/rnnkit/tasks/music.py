@@ -23,8 +23,9 @@ order allows, so the pitches of a frame are drawn one after another, each knowin
 where the Bernoulli outputs are independent given the state. Its NLL per frame is the token
 NLL summed over a frame's tokens (one token sequence per roll: the same quantity); its frame
 accuracy scores the frame that greedy decoding predicts from the state at each frame boundary.
-On the Bach chorales it is the better model by far (README: 2.0 against 3.9 nats per frame
-in equal time).
+On the Bach chorales it is the better model by far (README: 2.11 against 3.60 nats per
+frame in 120 s of training) and writes four-part texture where independent Bernoulli draws
+stack and scatter notes.
 
 Generation (:func:`generate`) draws ``y_t ~ Bernoulli(σ(z_t / temperature))`` one frame at a
 time with the recurrent state carried, so a piece of ``N`` frames costs ``N`` steps (event
