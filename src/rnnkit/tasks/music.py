@@ -108,7 +108,9 @@ class MusicModel(Task):
 
     Args:
         pitches: P, pitches of the roll (the training range).
-        representation: ``"roll"`` (Bernoulli per pitch) or ``"events"`` (tokens).
+        representation: ``"roll"`` (Bernoulli per pitch; the default here, as runs saved
+            before event tokens existed hold no representation) or ``"events"`` (tokens; the
+            default of :class:`MusicData` and ``rnnkit train music``).
         cell, hidden_size, num_layers, dropout, layer_options: the recurrent layers
             (:func:`rnnkit.layers.make_layer`; dropout between layers and before the head).
 
