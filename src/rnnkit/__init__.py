@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell, LSTMState  # noqa: E402
 from rnnkit.layers import GRU, IRNN, LSTM, RNN, SLSTM, MinGRU, MinLSTM, make_layer  # noqa: E402
+from rnnkit.serialization import safe_globals  # noqa: E402
 
 __all__ = [
     "GRU",
@@ -26,6 +27,7 @@ __all__ = [
     "__version__",
     "load",
     "make_layer",
+    "safe_globals",
 ]
 
 

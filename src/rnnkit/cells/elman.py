@@ -10,12 +10,14 @@ from torch import Tensor
 
 from rnnkit.cells.base import HiddenState, RecurrentCell
 
+# Looked up by name at each step, so a cell holds only its name and pickles (torch.save of a
+# whole model) without functions.
 NONLINEARITIES = {
-    "tanh": lambda a: a.tanh(),
+    "tanh": torch.tanh,
     "relu": F.relu,
     "leaky_relu": F.leaky_relu,  # negative slope 0.01
     "elu": F.elu,  # alpha 1
-    "sigmoid": lambda a: a.sigmoid(),
+    "sigmoid": torch.sigmoid,
 }
 
 
@@ -67,7 +69,6 @@ class ElmanCell(RecurrentCell):
                 f"nonlinearity must be one of {', '.join(NONLINEARITIES)}; got {nonlinearity!r}"
             )
         self.nonlinearity = nonlinearity
-        self._activation = NONLINEARITIES[nonlinearity]
         self._finish_init()
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -99,7 +100,7 @@ class ElmanCell(RecurrentCell):
         pre = x @ weights["weight_ih"].t() + state.h @ weights["weight_hh"].t()
         if self.bias:
             pre = pre + weights["bias_ih"] + weights["bias_hh"]
-        h = self._activation(pre)
+        h = NONLINEARITIES[self.nonlinearity](pre)
         return h, HiddenState(h)
 
     def options_repr(self) -> str:
