@@ -17,10 +17,12 @@ LAYERS = {
     "rnn-relu": lambda: rnnkit.RNN(6, 8, nonlinearity="relu", num_layers=2),
     "rnn-sigmoid": lambda: rnnkit.make_layer("rnn", 6, 8, nonlinearity="sigmoid"),
     "irnn": lambda: rnnkit.IRNN(6, 8),
-    "lstm-variants": lambda: rnnkit.LSTM(6, 8, peephole=True, layer_norm=True, proj_size=4,
-                                         bidirectional=True, zoneout=0.1),  # fmt: skip
-    "lstm-coupled-residual": lambda: rnnkit.LSTM(6, 8, coupled=True, num_layers=3,
-                                                 residual=True, learn_initial_state=True),  # fmt: skip
+    "lstm-variants": lambda: rnnkit.LSTM(
+        6, 8, peephole=True, layer_norm=True, proj_size=4, bidirectional=True, zoneout=0.1
+    ),
+    "lstm-coupled-residual": lambda: rnnkit.LSTM(
+        6, 8, coupled=True, num_layers=3, residual=True, learn_initial_state=True
+    ),
     "gru-reset-before": lambda: rnnkit.GRU(6, 8, reset_after=False, weight_drop=0.2),
     "mingru": lambda: rnnkit.MinGRU(6, 8, num_layers=2),
     "minlstm": lambda: rnnkit.MinLSTM(6, 8, bidirectional=True),
