@@ -296,6 +296,7 @@ def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)
 
     run = RunDir(tmp_path / "run").create()
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when started as a background job
     result = Trainer(
         Recurrent(),
         TrainConfig(steps=10, eval_every=100),
@@ -304,7 +305,7 @@ def test_ctrl_c_saves_a_checkpoint_and_returns(tmp_path):
         callbacks=[Interrupt()],
     ).fit()
     assert (result.stop_reason, result.step) == ("interrupted", 3)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == before  # the caller's handler is back
     state = (run.path / "trainer_state" / "state.json").read_text()
     assert '"step": 3' in state
 
