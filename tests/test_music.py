@@ -258,3 +258,45 @@ def test_pieces_shorter_than_one_window_is_one_error(tmp_path, capsys):
     assert _train(["--max-pieces", "3", "--window", "5000"], tmp_path) == 2
     line = _error_line(capsys)
     assert "shorter than one window of --window 5000" in line
+
+
+def test_parsed_pieces_are_cached_on_disk_and_parsed_again_when_the_file_changes(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    roll = np.zeros((8, 128), dtype=bool)
+    roll[0:4, 60] = roll[4:8, 64] = True
+    path = tmp_path / "a.mid"
+    m.write_score(m.roll_to_score(roll), path, "midi")
+    ref = m.PieceRef(path, "a.mid")
+    first = m.read_piece(ref, 0.25)
+    (entry,) = (tmp_path / "cache" / "music").glob("*.npz")
+    with np.load(entry, allow_pickle=False) as z:  # plain arrays, no pickle
+        assert np.array_equal(z["roll"], first.roll)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    m._MEMO.clear()
+    monkeypatch.setattr(m, "parse_score", no_parsing)
+    again = m.read_piece(ref, 0.25)  # from the cache folder
+    assert np.array_equal(again.roll, first.roll) and again.bar_quarters == first.bar_quarters
+    assert again.sharps == first.sharps
+    m._MEMO.clear()
+    roll[0:4, 60] = False
+    m.write_score(m.roll_to_score(roll), path, "midi")  # another file: parsed again
+    with pytest.raises(AssertionError, match="parsed again"):
+        m.read_piece(ref, 0.25)
+    monkeypatch.undo()
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path / "cache"))
+    m._MEMO.clear()
+    assert m.read_piece(ref, 0.25).roll[4:8, 64].all()  # parsed, and cached
+    m._MEMO.clear()
+    entries = list((tmp_path / "cache" / "music").glob("*.npz"))
+    assert len(entries) == 2
+    for entry in entries:
+        entry.write_bytes(b"not an npz")  # a damaged entry is parsed again, not an error
+    assert m.read_piece(ref, 0.25).roll[4:8, 64].all()
+    m._MEMO.clear()
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", "off")
+    assert m.cache_dir() is None

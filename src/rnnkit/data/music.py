@@ -11,8 +11,14 @@ long note, the piano roll's usual ambiguity.
 Packaged collections (:data:`COLLECTIONS`) are the files of music21's corpus, found without
 importing music21; ``--files`` reads a user's own ``.mid``/``.midi``, ``.musicxml``/``.mxl``/
 ``.xml``, ``.abc`` and ``.krn`` files (an ``.abc`` file with several ``X:`` tunes is one piece
-per tune). Parsing is music21's (``converter.parse`` without its pickle cache, so nothing is
-written and no pickle is read); the rolls of a process are memoised per file and resolution.
+per tune). Parsing is music21's (``converter.parse`` without its pickle cache, so no pickle
+is written or read). Parsing is slow (about 40 s for the 409 chorales), so each quantised
+piece is kept in a cache folder as a compressed ``.npz`` of plain arrays (read with
+``allow_pickle=False``), keyed by the file's SHA-256, the tune number, the resolution, the
+cache format and music21's pin: a changed file is parsed again, an unreadable entry is
+ignored. The folder is ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit`` or
+``~/.cache/rnnkit``, under ``music/``; ``RNNKIT_CACHE_DIR=off`` turns it off. Within a
+process the pieces are also memoised.
 
 Writing goes the other way (:func:`roll_to_score`): each maximal run of frames of one pitch is a
 note, so ``read_roll(write(R)) == R`` on the grid (tested).
@@ -241,13 +247,78 @@ def score_to_roll(score, resolution: float) -> tuple[np.ndarray, float, int | No
     return roll, bar, sharps
 
 
+# Bumped whenever score_to_roll's output for a file could change.
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path | None:
+    """Where quantised pieces are cached (None: ``RNNKIT_CACHE_DIR=off``)."""
+    chosen = os.environ.get("RNNKIT_CACHE_DIR")
+    if chosen is not None:
+        return (
+            None if chosen.strip().lower() in ("", "off", "0", "none") else Path(chosen) / "music"
+        )
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rnnkit" / "music"
+
+
+def _cache_path(ref: PieceRef, resolution: float) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(ref.path.read_bytes())
+    digest.update(f"|{ref.number}|{float(resolution)!r}|{CACHE_FORMAT}|{MUSIC21_PIN}".encode())
+    return folder / f"{digest.hexdigest()}.npz"
+
+
+def _load_cached(path: Path | None, ref: PieceRef) -> Piece | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            roll = z["roll"].astype(bool)
+            bar, sharps = float(z["bar"]), int(z["sharps"])
+            known = bool(z["has_sharps"])
+        if roll.ndim != 2 or roll.shape[1] != PITCHES or not bar > 0:
+            return None
+        return Piece(ref, roll, bar, sharps if known else None)
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # a damaged entry: parse again
+
+
+def _store(path: Path | None, piece: Piece) -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            roll=piece.roll,
+            bar=np.float64(piece.bar_quarters),
+            sharps=np.int64(piece.sharps or 0),
+            has_sharps=np.bool_(piece.sharps is not None),
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only or full cache folder costs time, not the run
+        log.debug("music cache not written: %s", exc)
+
+
 def read_piece(ref: PieceRef, resolution: float) -> Piece:
-    """The quantised :class:`Piece` of ``ref`` (memoised for the file's size and mtime)."""
+    """The quantised :class:`Piece` of ``ref``: from the process memo, the cache folder
+    (:func:`cache_dir`), or music21."""
     stat = ref.path.stat()
     memo = (str(ref.path.resolve()), ref.number, stat.st_size, stat.st_mtime_ns, resolution)
     if memo not in _MEMO:
-        roll, bar, sharps = score_to_roll(parse_score(ref.path, ref.number), resolution)
-        _MEMO[memo] = Piece(ref, roll, bar, sharps)
+        cached = _cache_path(ref, resolution)
+        piece = _load_cached(cached, ref)
+        if piece is None:
+            roll, bar, sharps = score_to_roll(parse_score(ref.path, ref.number), resolution)
+            piece = Piece(ref, roll, bar, sharps)
+            _store(cached, piece)
+        _MEMO[memo] = piece
     return _MEMO[memo]
 
 
