@@ -204,6 +204,10 @@ def test_schedules():
     assert cos.factor(10, 1.0) == pytest.approx(0.1)
     warm = LRSchedule(TrainConfig(schedule="constant", warmup_steps=4, steps=10))
     assert [warm.factor(s, 0) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    # a warm-up longer than 5% of the planned run ends there: 100 warm-up steps of 200
+    short = LRSchedule(TrainConfig(schedule="constant", warmup_steps=100, steps=200))
+    got = [short.factor(s, s / 200) for s in (0, 4, 9, 10, 50)]
+    assert got == pytest.approx([0.01, 0.4, 0.9, 1.0, 1.0])
     step = LRSchedule(TrainConfig(schedule="step", step_size=3, gamma=0.5, steps=10))
     assert [step.factor(s, 0) for s in (0, 2, 3, 6)] == [1.0, 1.0, 0.5, 0.25]
     plateau = LRSchedule(

@@ -49,7 +49,8 @@ class TrainConfig:
             (lr * plateau_factor each time the monitored loss has not improved for
             ``plateau_patience`` evaluations).
         warmup_steps: linear warm-up from lr / warmup_steps to lr over the first steps (any
-            schedule).
+            schedule), ending early once 5% of the planned training is done
+            (:data:`rnnkit.train.schedules.WARMUP_SHARE`).
         eval_every: evaluate (and checkpoint) every this many steps; the end of training
             always evaluates. None: once per epoch, at most every 500 steps
             (:func:`evaluation_interval`), so small data is watched closely enough for early
