@@ -507,12 +507,11 @@ class EventWindows(IndexBatches):
             starts = self.sequences[r].frame_starts
             spans.append((self.sequences[r], int(starts[start]), int(starts[start + length])))
         L = max(b - a for _, a, b in spans)
-        seq = spans[0][0]
-        F_, V = seq.features(0, 0).shape[1], seq.allowed.shape[1]
-        x = np.zeros((len(spans), L, F_), np.float32)
+        P = spans[0][0].before.shape[1]
+        x = np.zeros((len(spans), L, feature_size(P)), np.float32)
         y = np.zeros((len(spans), L), np.int64)
         valid = np.zeros((len(spans), L), bool)
-        allowed = np.ones((len(spans), L, V), bool)
+        allowed = np.ones((len(spans), L, vocab_size(P)), bool)
         for b, (seq, a, e) in enumerate(spans):
             n = e - a
             x[b, :n], y[b, :n], valid[b, :n] = seq.features(a, e), seq.tokens[a:e], True
