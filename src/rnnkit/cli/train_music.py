@@ -1,4 +1,4 @@
-"""``rnnkit train music``: a recurrent net over piano-roll frames (Bernoulli per pitch)."""
+"""``rnnkit train music``: a recurrent net over piano rolls, as event tokens or frames."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ from rnnkit.cli.options import (
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "music",
-        help="polyphonic music on piano-roll frames (Bach chorales, folk tunes, your MIDI)",
+        help="polyphonic music as event tokens or piano-roll frames (Bach chorales, your MIDI)",
         description=(
-            "Train a recurrent net to predict the next piano-roll frame, one Bernoulli per\n"
-            "pitch (Boulanger-Lewandowski et al. 2012), on a packaged collection (music21's\n"
-            "corpus) or your own MIDI / MusicXML / ABC / Humdrum files. Pieces are split into\n"
+            "Train a recurrent net on piano rolls from a packaged collection (music21's\n"
+            "corpus) or your own MIDI / MusicXML / ABC / Humdrum files: by default as event\n"
+            "tokens (note-off, note-on, step; a softmax over the next one, so a chord's notes\n"
+            "know each other), or with --representation roll one Bernoulli per pitch of the\n"
+            "next frame (Boulanger-Lewandowski et al. 2012). Pieces are split into\n"
             "train/validation/test; the test pieces are scored in frame NLL (nats per frame)\n"
             "and frame accuracy TP/(TP+FP+FN) beside the per-pitch marginal and repeat-the-\n"
             "previous-frame baselines. Writes a run directory: config.json, music.json,\n"
