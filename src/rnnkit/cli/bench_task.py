@@ -31,7 +31,8 @@ def register(subparsers) -> None:
         "--cells",
         default=DEFAULT_CELLS,
         help=(
-            "comma-separated cells, each optionally with an initialiser: rnn, irnn, lstm, gru, "
+            "comma-separated cells (any registered family: rnn, irnn, lstm, gru, mingru, "
+            "minlstm, slstm …), each optionally with an initialiser: "
             "lstm:chrono (T_max = the task's dependency length), lstm:chrono:200, "
             f"gru:forget_bias:1, rnn:orthogonal … (default {DEFAULT_CELLS})"
         ),
