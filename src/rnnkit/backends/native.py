@@ -63,7 +63,21 @@ def forward(layer, x: Tensor, state, lengths, packed: PackedSequence | None):
 
     Returns a PackedSequence output when ``packed`` is given and no per-layer work is needed,
     else a (T, B, D*P) padded tensor.
+
+    Under CPU autocast the kernels run in float32 with autocast off: oneDNN's bfloat16 LSTM
+    exists only on CPUs with AVX512-BF16 ("could not create a primitive descriptor" elsewhere),
+    and the recurrence stays in float32 as in the fused backend (:func:`rnnkit.backends.fused_gru.apply_in_float32`).
     """
+    data = packed.data if packed is not None else x
+    if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return forward(
+                layer,
+                x.float(),
+                tuple(s.float() for s in state),
+                lengths,
+                packed.float() if packed is not None else None,
+            )
     per_layer = (layer.training and layer.variational_dropout) or (
         layer.residual and layer.num_layers > 1
     )
