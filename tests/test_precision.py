@@ -89,6 +89,31 @@ def test_fused_layer_under_bf16_autocast(cell):
     assert result.step == 12
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("lengths", [None, [7, 4, 7, 1]])
+def test_native_kernels_run_in_float32_under_cpu_autocast(cell, lengths):
+    """torch's CPU kernels in bfloat16 need AVX512-BF16 (elsewhere oneDNN cannot build the
+    primitive); under autocast the native backend runs them in float32, as plain float32 would."""
+    torch.manual_seed(0)
+    layer = make_layer(cell, 3, 8, num_layers=2, batch_first=True, backend="native")
+    x = torch.randn(4, 7, 3)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    reference, ref_state = layer(x, lengths=lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer(x.bfloat16(), lengths=lengths)
+        out.float().square().mean().backward()
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, atol=2e-2, rtol=2e-2)  # the input was rounded
+    ref_state, state = (ref_state, state) if cell == "lstm" else ((ref_state,), (state,))
+    for a, b in zip(ref_state, state, strict=True):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(b, a, atol=2e-2, rtol=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        exact, _ = layer(x, lengths=lengths)  # a float32 input: bit for bit the float32 result
+    assert torch.equal(exact, reference)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 class StopAt(Callback):
     def __init__(self, at):
         self.at = at
