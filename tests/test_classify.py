@@ -99,6 +99,35 @@ def test_series_input_and_finite_gradients_with_max_pooling():
     assert out.count == 3 and out.tokens == 8
 
 
+def test_members_average_probabilities_and_learn_alone():
+    """An ensemble's logits are the log of its members' mean probabilities; in training its
+    loss is the sum of the members' losses, so each member's gradient is the one it gets alone."""
+    model = make("mean", members=3).train()
+    assert len(model.members) == 3 and model.clip_groups() is not None
+    assert not torch.equal(model.members[0].head.weight, model.members[1].head.weight)
+    seqs, ids, lengths = batch()
+    y = torch.tensor([0, 2, 1])
+    model.eval()
+    probs = torch.stack([torch.softmax(m(ids, lengths), -1) for m in model.members]).mean(0)
+    torch.testing.assert_close(torch.softmax(model(ids, lengths), -1), probs)
+    torch.testing.assert_close(model(ids, lengths), probs.log())
+    out = model.step((ids, lengths, y))  # evaluation: the averaged prediction's loss
+    torch.testing.assert_close(out.loss, F.nll_loss(probs.log(), y))
+    model.train()
+    out = model.step((ids, lengths, y))
+    out.loss.backward()
+    for member in model.members:
+        alone = Classifier(member.settings)
+        alone.load_state_dict(member.state_dict())
+        alone.train()
+        F.cross_entropy(alone(ids, lengths), y).backward()
+        for p, q in zip(member.parameters(), alone.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad.to(p.dtype))
+    assert make("mean").clip_groups() is None and make("mean").members is None
+    with pytest.raises(ValueError, match="members"):
+        ClassifierConfig(num_classes=3, vocab_size=9, members=0)
+
+
 def test_class_weighted_loss_is_the_weighted_mean_cross_entropy():
     w = torch.tensor([0.5, 2.0, 1.0])
     model = Classifier(ClassifierConfig(num_classes=3, vocab_size=9, hidden_size=4),
@@ -508,6 +537,41 @@ def test_resume_by_steps_is_bit_identical_and_json_is_one_object(tmp_path, capsy
     ).read_bytes()
 
 
+def test_an_ensemble_trains_each_member_as_alone_and_resumes_exactly(tmp_path, capsys):
+    """--members 3 on series: member 0 is bit for bit the single net of the same seed (its
+    init and batch order; no dropout); an interrupted run resumes to the uninterrupted
+    weights; the run predicts and exports as one model."""
+    from safetensors.torch import load_file
+
+    train = write_ts(tmp_path / "t_TRAIN.ts", 40)
+    test = write_ts(tmp_path / "t_TEST.ts", 12, seed=1)
+    base = ["train", "classify", "--ts-train", str(train), "--ts-test", str(test),
+            "--hidden-size", "4", "--batch-size", "8", "--output-dropout", "0",
+            "--schedule", "constant", "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main([*base, "--steps", "9", "--out", str(tmp_path / "one")]) == 0
+    assert main([*base, "--steps", "9", "--members", "3", "--out", str(tmp_path / "full")]) == 0
+    assert main([*base, "--steps", "4", "--members", "3", "--out", str(tmp_path / "part")]) == 0
+    resume = ["train", "classify", "--resume", str(tmp_path / "part"), "--steps", "9"]
+    assert main([*resume, "--no-progress"]) == 0
+    one = load_file(tmp_path / "one/model.safetensors")
+    full = load_file(tmp_path / "full/model.safetensors")
+    part = load_file(tmp_path / "part/model.safetensors")
+    assert full.keys() == part.keys() and all(torch.equal(full[k], part[k]) for k in full)
+    assert all(torch.equal(one[k], full[f"members.0.{k}"]) for k in one)
+    assert not torch.equal(full["members.0.head.weight"], full["members.1.head.weight"])
+    config = json.loads((tmp_path / "full/config.json").read_text())
+    assert config["model"]["members"] == 3
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "full"), "--ts", str(test), "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(predictions) == 12
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in predictions)
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "full.onnx"
+    assert main(["export", str(tmp_path / "full"), "--out", str(out), "--check"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
 def test_train_json_prints_one_object(tmp_path, capsys):
     csv = write_reviews(tmp_path / "r.csv", n=40)
     capsys.readouterr()
@@ -594,6 +658,17 @@ def test_long_series_get_a_strided_front_end(length, series, front):
     given = ClassifyModel(conv_channels=16, conv_stride=3)
     model, _, _ = SPEC.data_defaults(given, SPEC.default_train(), _prepared(300, 9_600, length))
     assert (model.conv_channels, model.conv_stride, model.conv_kernel_size) == (16, 3, 3)
+
+
+def test_an_ensemble_under_data_parallel_processes_is_refused(monkeypatch):
+    from rnnkit import distributed
+    from rnnkit.errors import InvalidInputError
+    from rnnkit.tasks.classify import SPEC, ClassifyModel
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(InvalidInputError, match="--members 3 .* pass --members 1"):
+        SPEC.data_defaults(ClassifyModel(members=3), SPEC.default_train(), _prepared(2, 45))
+    SPEC.data_defaults(ClassifyModel(), SPEC.default_train(), _prepared(2, 45))  # one net: fine
 
 
 def test_few_long_series_train_without_a_validation_split(tmp_path):

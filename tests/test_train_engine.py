@@ -163,6 +163,39 @@ def test_clip_value_clamps_every_element():
     assert cb.max == pytest.approx(1e-3)
 
 
+def test_clip_groups_are_clipped_each_on_its_own():
+    """A task's ``clip_groups`` are clipped separately: the large group to the norm, the small
+    one untouched (one global norm would have shrunk both)."""
+
+    class TwoGroups(Task):
+        name = "two-groups"
+
+        def __init__(self, grouped):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.ones(4))
+            self.b = torch.nn.Parameter(torch.ones(4))
+            self.grouped = grouped
+
+        def step(self, batch, state=None):
+            return StepOutput(loss=50.0 * self.a.sum() + 0.01 * self.b.sum(), count=1)
+
+        def clip_groups(self):
+            return [[self.a], [self.b]] if self.grouped else None
+
+    for grouped in (True, False):
+        task = TwoGroups(grouped)
+        cfg = TrainConfig(steps=1, eval_every=5, optimizer="sgd", momentum=0.0, lr=1.0,
+                          clip_norm=1.0, warmup_steps=0)  # fmt: skip
+        Trainer(task, cfg, [torch.zeros(1)]).fit()
+        step_a = torch.linalg.vector_norm(1.0 - task.a.detach())
+        step_b = torch.linalg.vector_norm(1.0 - task.b.detach())
+        if grouped:
+            assert step_a == pytest.approx(1.0, rel=1e-5) and step_b == pytest.approx(0.02)
+        else:
+            assert float(torch.hypot(step_a, step_b)) == pytest.approx(1.0, rel=1e-5)
+            assert step_b < 1e-3
+
+
 def test_sgd_step_is_w_minus_lr_grad():
     task = Recurrent()
     before = {n: p.detach().clone() for n, p in task.named_parameters()}

@@ -121,11 +121,14 @@ def export_onnx(
     input_names: list[str] | None = None,
     output_names: list[str] | None = None,
     opset: int | None = None,
+    native_ops: bool = True,
 ) -> Path:
     """Write ``module`` as an ONNX file through torch's exporter (``dynamo=True``).
 
     Args as :func:`export_program`, plus ``path``, the flat ``input_names`` /
-    ``output_names`` and ``opset`` (torch's default when None).
+    ``output_names``, ``opset`` (torch's default when None) and ``native_ops``: rnnkit layers
+    that ONNX's ``LSTM`` / ``GRU`` / ``RNN`` operators express become those nodes
+    (:mod:`rnnkit.backends.onnx_ops`); the others, or all with ``native_ops=False``, a ``Scan``.
 
     Raises:
         ImportError: ``onnx`` / ``onnxscript`` missing (names the extra to install).
@@ -141,7 +144,10 @@ def export_onnx(
     level = registry.level
     registry.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), _frozen(module):
+        from rnnkit.backends import onnx_ops
+
+        lowering = onnx_ops.lowering() if native_ops else contextlib.nullcontext()
+        with warnings.catch_warnings(), _frozen(module), lowering:
             warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
             program = torch.onnx.export(
@@ -153,6 +159,7 @@ def export_onnx(
                 output_names=output_names,
                 opset_version=opset,
                 verbose=False,
+                custom_translation_table=onnx_ops.translations() if native_ops else None,
             )
     finally:
         registry.setLevel(level)

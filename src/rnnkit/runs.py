@@ -203,6 +203,12 @@ class TaskSpec:
             train = train.replace(eval_every=evaluation_interval(len(prepared.train)))
         return model, train, ""
 
+    def training_batches(self, task: Task, prepared: Prepared):
+        """The batch source the trainer reads for ``task`` (fresh and resumed runs alike):
+        ``prepared.train`` unless the task reads its data another way (an ensemble's
+        members, one order each)."""
+        return prepared.train
+
     def callbacks(self, run: RunDir) -> list[Callback]:
         """Callbacks the task always trains with (besides the caller's)."""
         return []
@@ -520,7 +526,7 @@ def _fit(spec, task, train, prepared, run, callbacks, resume, device, precision)
     trainer = Trainer(
         task,
         train,
-        prepared.train,
+        spec.training_batches(task, prepared),
         prepared.val,
         run=run,
         callbacks=[*callbacks, *own],

@@ -17,6 +17,8 @@ diagnostics ask the cell instead of branching on its class or parameter names:
 - :meth:`~RecurrentCell.native_kernel` / :meth:`~RecurrentCell.native_blocker`: torch's kernel
   for the family and the option that keeps it from serving this configuration;
   :meth:`~RecurrentCell.native_weights`: the weights in that kernel's flat order;
+- :meth:`~RecurrentCell.onnx_recurrence` / :meth:`~RecurrentCell.onnx_blocker`: the cell as
+  ONNX's own ``LSTM`` / ``GRU`` / ``RNN`` operator, or why it is not one;
 - :meth:`~RecurrentCell.fused_kernel`: the whole-sequence kernel of ``backend="fused"`` (None:
   ``auto`` runs ``reference``), by default the cell's optional ``sequence_scan``;
 - :meth:`~RecurrentCell.gates`: the named gate activations ``step`` is built on;
@@ -153,6 +155,17 @@ class RecurrentCell(nn.Module):
     def native_weights(self, weights: Mapping[str, Tensor]) -> list[Tensor]:
         """``weights`` in the native kernel's flat order (torch's w_ih, w_hh, b_ih, b_hh, w_hr)."""
         return list(weights.values())
+
+    def onnx_blocker(self) -> str | None:
+        """Why no ONNX recurrent operator expresses this cell (None: :meth:`onnx_recurrence`
+        maps it); see :mod:`rnnkit.backends.onnx_ops`."""
+        return f"{type(self).__name__} has no ONNX operator"
+
+    def onnx_recurrence(self, weights: Mapping[str, Tensor]):
+        """One (layer, direction)'s ``weights`` as an
+        :class:`~rnnkit.backends.onnx_ops.OnnxRecurrence` (only when :meth:`onnx_blocker` is
+        None)."""
+        raise NotImplementedError(self.onnx_blocker())
 
     def fused_kernel(self) -> Callable | None:
         """The whole-sequence kernel of ``backend="fused"``, or None if the cell has none.

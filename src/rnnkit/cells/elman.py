@@ -91,6 +91,24 @@ class ElmanCell(RecurrentCell):
     def native_blocker(self) -> str | None:
         return None if self.native_kernel() else f"nonlinearity={self.nonlinearity!r}"
 
+    def onnx_blocker(self) -> str | None:
+        from rnnkit.backends.onnx_ops import ACTIVATIONS
+
+        if self.nonlinearity not in ACTIVATIONS:
+            return f"nonlinearity={self.nonlinearity!r}"
+        return None
+
+    def onnx_recurrence(self, weights: Mapping[str, Tensor]):
+        """ONNX's ``RNN`` with the cell's nonlinearity as its activation."""
+        from rnnkit.backends.onnx_ops import ACTIVATIONS, OnnxRecurrence
+
+        w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+        zeros = w_ih.new_zeros(self.hidden_size)
+        b_ih = weights["bias_ih"] if self.bias else zeros
+        b_hh = weights["bias_hh"] if self.bias else zeros
+        activation = {"activation": ACTIVATIONS[self.nonlinearity]}
+        return OnnxRecurrence("RNN", w_ih, w_hh, torch.cat([b_ih, b_hh]), attributes=activation)
+
     def fused_kernel(self) -> Callable:
         from rnnkit.backends.fused_elman import elman_scan
 

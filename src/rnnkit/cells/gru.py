@@ -83,6 +83,26 @@ class GRUCell(RecurrentCell):
     def native_blocker(self) -> str | None:
         return None if self.reset_after else "reset_after=False"
 
+    def onnx_blocker(self) -> str | None:
+        return None
+
+    def onnx_recurrence(self, weights: Mapping[str, Tensor]):
+        """ONNX's ``GRU``: blocks ``zrh``; ``reset_after`` is ``linear_before_reset``."""
+        from rnnkit.backends.onnx_ops import OnnxRecurrence
+
+        H = self.hidden_size
+        w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+        zeros = w_ih.new_zeros(3 * H)
+        b_ih = weights["bias_ih"] if self.bias else zeros
+        b_hh = weights["bias_hh"] if self.bias else zeros
+
+        def zrh(a: Tensor) -> Tensor:
+            return torch.cat([a[H : 2 * H], a[:H], a[2 * H :]])  # r, z, n -> z, r, n
+
+        b = torch.cat([zrh(b_ih), zrh(b_hh)])
+        lbr = {"linear_before_reset": int(self.reset_after)}
+        return OnnxRecurrence("GRU", zrh(w_ih), zrh(w_hh), b, attributes=lbr)
+
     def fused_kernel(self) -> Callable:
         from rnnkit.backends.fused_gru import gru_scan
 

@@ -176,6 +176,43 @@ class LSTMCell(RecurrentCell):
             weights["bias_ih"] = weights["bias_ih"] + shift
         return list(weights.values())
 
+    def onnx_blocker(self) -> str | None:
+        if self.layer_norm:
+            return "layer_norm=True"
+        if self.proj_size:
+            return f"proj_size={self.proj_size}"
+        return None
+
+    def onnx_recurrence(self, weights: Mapping[str, Tensor]):
+        """ONNX's ``LSTM``: blocks ``iofc``; ``forget_bias`` folded into ``Wb_f``; coupled as
+        ``i = σ(-a_f) = 1 - f`` (the input block is the negated forget block, peephole too)."""
+        from rnnkit.backends.onnx_ops import OnnxRecurrence
+
+        H, G = self.hidden_size, self.gate_count * self.hidden_size
+        w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+        b_ih = weights["bias_ih"] if self.bias else w_ih.new_zeros(G)
+        b_hh = weights["bias_hh"] if self.bias else w_ih.new_zeros(G)
+        if self.forget_bias:
+            k = self.forget_gate_index
+            b_ih = torch.cat([b_ih[: k * H], b_ih[k * H : (k + 1) * H] + self.forget_bias,
+                              b_ih[(k + 1) * H :]])  # fmt: skip
+
+        def iofc(a: Tensor) -> Tensor:
+            blocks = [a[k * H : (k + 1) * H] for k in range(self.gate_count)]  # slices fold
+            if self.coupled:
+                f, g, o = blocks
+                i = -f
+            else:
+                i, f, g, o = blocks
+            return torch.cat([i, o, f, g])
+
+        peephole = None
+        if self.peephole:
+            ci = -weights["weight_cf"] if self.coupled else weights["weight_ci"]
+            peephole = torch.cat([ci, weights["weight_co"], weights["weight_cf"]])
+        b = torch.cat([iofc(b_ih), iofc(b_hh)])
+        return OnnxRecurrence("LSTM", iofc(w_ih), iofc(w_hh), b, peephole)
+
     def fused_kernel(self) -> Callable:
         from rnnkit.backends.fused_lstm import lstm_scan
 

@@ -241,3 +241,39 @@ class ClassificationBatches(IndexBatches):
         inputs, lengths = pad_batch([self.inputs[i] for i in indices], dtype=self.dtype)
         targets = torch.tensor([self.targets[i] for i in indices], dtype=torch.int64)
         return inputs, lengths, targets
+
+
+class MemberBatch(tuple):
+    """The batches of one training step of an ensemble, one per member (a tuple of them)."""
+
+
+class MemberBatches:
+    """One batch per ensemble member per step: ``sources`` (one per member, each with its own
+    seed) read side by side, so every member sees its own epoch orders, as if it trained alone.
+
+    ``len`` is the sources' common number of batches per epoch; ``epoch(e, start)`` yields a
+    :class:`MemberBatch` per step.
+
+    >>> sources = [ClassificationBatches([[1], [2], [3]], [0, 1, 0], 2, shuffle=True, seed=s)
+    ...            for s in (0, 1)]
+    >>> step = next(MemberBatches(sources).epoch(0))
+    >>> type(step).__name__, len(step)
+    ('MemberBatch', 2)
+    """
+
+    def __init__(self, sources: Sequence) -> None:
+        counts = {len(s) for s in sources}
+        if not sources or len(counts) != 1:
+            raise ValueError(f"the member sources must have one batch count, got {counts}")
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources[0])
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[MemberBatch]:
+        streams = [s.epoch(epoch, start) for s in self.sources]
+        for batches in zip(*streams):
+            yield MemberBatch(batches)
+
+    def __iter__(self) -> Iterator[MemberBatch]:
+        return self.epoch(0)

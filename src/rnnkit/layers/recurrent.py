@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import backends, regularizers
-from rnnkit.backends import native
+from rnnkit.backends import native, onnx_ops
 from rnnkit.cells import ElmanCell, GRUCell, LSTMCell
 from rnnkit.cells.base import _check_size
 from rnnkit.init import initialize
@@ -293,9 +293,12 @@ class RecurrentLayer(nn.Module):
         backend = self.resolved_backend()
         if torch.compiler.is_exporting():
             # torch's kernels and the eager loops unroll over time; the exported program
-            # must serve any T (see rnnkit.backends.exportable).
-            backend = "export"
-        if backend == "native":
+            # must serve any T (see rnnkit.backends.exportable), and an ONNX file takes ONNX's
+            # own recurrent operators where they express the layer (rnnkit.backends.onnx_ops).
+            backend = "onnx" if onnx_ops.lowers(self) else "export"
+        if backend == "onnx":
+            output, final = onnx_ops.forward(self, x, state, lengths)
+        elif backend == "native":
             output, final = native.forward(self, x, state, lengths, input if packed else None)
         else:
             output, final = self._forward_scan(x, state, lengths, backend)

@@ -17,6 +17,16 @@ Pooling over valid steps ``t < L_b``:
 - ``attention``: ``α = softmax_t(vᵀ tanh(W h_t + b))``, ``z = Σ_t α_t h_t`` (Yang et al. 2016).
 
 Loss: cross-entropy with optional class weights (``balanced``: ``w_k = N / (K · N_k)``).
+
+Members (``members = M > 1``, an ensemble for small data): M copies of the whole pipeline,
+initialised independently; the logits are the log of their mean probabilities,
+``log (1/M) Σ_m softmax(logits_m)``, so softmax and argmax give the averaged prediction. In
+training each member reads its own batch order (a :class:`~rnnkit.data.batching.MemberBatch`
+per step; one plain batch serves them all), the loss is the sum of the members' own losses and
+each member's gradient is clipped on its own (:meth:`Classifier.clip_groups`), so every member
+learns as if it trained alone (Lakshminarayanan et al. 2017). Evaluation scores the averaged
+prediction.
+
 Metrics: accuracy, macro-F1 (mean of ``2TP / (2TP + FP + FN)`` over the classes that occur as
 a true or a predicted label), and the
 confusion matrix (rows true class, columns predicted).
@@ -35,6 +45,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.config import Config
+from rnnkit.data.batching import MemberBatch
 from rnnkit.devices import device_of
 from rnnkit.layers import make_layer
 from rnnkit.tasks.base import CELLS, StepOutput, Task, check_field_types, check_layer_options
@@ -82,13 +94,14 @@ class ClassifierConfig(Config):
     conv_channels: int = 0  # 0: no convolutional front end
     conv_kernel_size: int = 3
     conv_stride: int = 1
+    members: int = 1  # > 1: an ensemble of this many independently initialised copies
     layer_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_field_types(self)
         if (self.vocab_size is None) == (self.input_size is None):
             raise ValueError("set exactly one of vocab_size (token input) and input_size (series)")
-        for name in ("num_classes", "embedding_size", "hidden_size", "num_layers"):
+        for name in ("num_classes", "embedding_size", "hidden_size", "num_layers", "members"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.num_classes < 2:
@@ -145,6 +158,14 @@ class Classifier(Task):
     ) -> None:
         super().__init__()
         self.settings = c = config
+        if c.members > 1:
+            one = c.replace(members=1)
+            self.members = nn.ModuleList(
+                Classifier(one, class_weights, embeddings) for _ in range(c.members)
+            )
+            self.register_buffer("class_weights", self.members[0].class_weights.clone())
+            return
+        self.members = None
         if c.vocab_size is not None:
             self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.padding_idx)
             if embeddings is not None:
@@ -218,18 +239,46 @@ class Classifier(Task):
 
     def step(self, batch, state=None) -> StepOutput:
         """Loss on one ``(inputs, lengths, targets)`` batch, with confusion counts as stats."""
+        if isinstance(batch, MemberBatch):  # an ensemble in training: a batch per member
+            return self._member_step(batch)
         inputs, lengths, targets = batch
+        if self.members is not None and self.training:  # one batch for every member
+            return self._member_step(MemberBatch([batch] * len(self.members)))
         logits = self(inputs, lengths)
+        loss = self.loss(logits, targets)
         K = self.settings.num_classes
         predictions = logits.detach().argmax(dim=-1)
         cells = torch.bincount(targets * K + predictions, minlength=K * K).tolist()
         stats = {f"confusion_{i // K}_{i % K}": float(n) for i, n in enumerate(cells) if n}
         return StepOutput(
-            loss=self.loss(logits, targets),
+            loss=loss,
             count=len(targets),
             stats=stats,
             tokens=int(torch.as_tensor(lengths).sum()),
         )
+
+    def _member_step(self, batches: MemberBatch) -> StepOutput:
+        """Training an ensemble: member m's loss on ``batches[m]``, summed (see the module
+        docstring); ``count`` is the first member's batch, ``tokens`` every member's steps."""
+        if self.members is None or len(batches) != len(self.members):
+            have = 1 if self.members is None else len(self.members)
+            raise ValueError(f"{len(batches)} member batches for {have} members")
+        losses = [
+            member.loss(member(inputs, lengths), targets)
+            for member, (inputs, lengths, targets) in zip(self.members, batches)
+        ]
+        return StepOutput(
+            loss=torch.stack(losses).sum(),
+            count=len(batches[0][2]),
+            tokens=sum(int(torch.as_tensor(b[1]).sum()) for b in batches),
+        )
+
+    def clip_groups(self) -> list[list[nn.Parameter]] | None:
+        """One group per member (None without members): each member's gradient is clipped
+        alone, as it would be if it trained alone."""
+        if self.members is None:
+            return None
+        return [list(member.parameters()) for member in self.members]
 
     def summarize(self, loss_sum: float, count: int, stats: dict[str, float]) -> dict:
         """``loss`` (mean per sequence), ``accuracy`` and ``macro_f1`` from evaluation sums."""
@@ -260,7 +309,10 @@ class Classifier(Task):
 
     def forward(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Logits (B, K) for ``inputs`` (B, T) token ids or (B, T, C) series, padded after
-        ``lengths`` (B,) valid steps (all T when None)."""
+        ``lengths`` (B,) valid steps (all T when None). With members, the log of their mean
+        probabilities."""
+        if self.members is not None:
+            return _mean_probabilities([member(inputs, lengths) for member in self.members])
         B, T = inputs.shape[:2]
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.int64)
@@ -312,6 +364,12 @@ class Classifier(Task):
     def predict_proba(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, K) class probabilities (eval mode is the caller's choice)."""
         return torch.softmax(self(inputs, lengths), dim=-1)
+
+
+def _mean_probabilities(logits: list[Tensor]) -> Tensor:
+    """``log (1/M) Σ_m softmax(logits_m)`` for M (B, K) logits: normalised log-probabilities."""
+    stacked = torch.stack([F.log_softmax(x, dim=-1) for x in logits])
+    return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
 
 
 def _mask(lengths: Tensor, T: int, device) -> Tensor:

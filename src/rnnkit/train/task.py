@@ -111,6 +111,12 @@ class Task(nn.Module):
             return {"loss": float("nan"), "count": 0, **stats}
         return {"loss": loss_sum / count, **{k: v / count for k, v in stats.items()}}
 
+    def clip_groups(self) -> list[list[nn.Parameter]] | None:
+        """Parameter groups whose gradient norms are clipped each on its own (``clip_norm``),
+        or None (the default): one global norm over all parameters. An ensemble returns one
+        group per member, so each member is clipped as if it trained alone."""
+        return None
+
     def config(self) -> dict:
         """Constructor arguments (JSON-able) so ``type(self).from_config(config)`` rebuilds it."""
         raise NotImplementedError

@@ -186,6 +186,10 @@ class Trainer:
         self.params = [p for p in task.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the task has no trainable parameters")
+        groups = task.clip_groups()
+        self.clip_groups = (
+            [[p for p in group if p.requires_grad] for group in groups] if groups else [self.params]
+        )
         self.optimizer = build_optimizer(config, self.params)
         self.schedule = LRSchedule(config)
         # Position and counters; all of it is saved in checkpoints.
@@ -511,7 +515,13 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_after_backward(self, info)
         if self.config.clip_norm is not None:
-            torch.nn.utils.clip_grads_with_norm_(self.params, self.config.clip_norm, total_norm)
+            for group in self.clip_groups:
+                norm = total_norm
+                if len(self.clip_groups) > 1:
+                    norm = torch.nn.utils.get_total_norm(
+                        [p.grad for p in group if p.grad is not None]
+                    )
+                torch.nn.utils.clip_grads_with_norm_(group, self.config.clip_norm, norm)
         if self.config.clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.params, self.config.clip_value)
         if self.scaler is not None:
