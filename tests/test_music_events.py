@@ -172,3 +172,31 @@ def test_event_generation_is_reproducible_keeps_the_primer_and_carries_the_state
         out, state = model(torch.from_numpy(q.features(i, i + 1))[None], state)
         steps.append(out)
     assert torch.allclose(torch.cat(steps, dim=1), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("representation", ["events", "roll"])
+def test_a_piece_streamed_in_chunks_scores_as_one_call(representation):
+    """PieceStream.feed over chunks of 5, 1 and 8 frames gives the log-probability of every
+    frame, summing to minus the whole piece's NLL; a 128-pitch roll is cropped to the range."""
+    from rnnkit.tasks.music import Baselines, MusicEncoders, PieceStream
+
+    torch.manual_seed(0)
+    P = 4
+    model = MusicModel(P, representation=representation, hidden_size=6).double().eval()
+    roll = random_roll(14, P, seed=3)
+    encoders = MusicEncoders(60, P, 0.25, 16, False, Baselines.fit([roll]), representation)
+    stream = PieceStream(model, encoders)
+    chunks = [stream.feed(roll[a:b]) for a, b in [(0, 5), (5, 6), (6, 14)]]
+    assert [len(c) for c in chunks] == [5, 1, 8]
+    with torch.no_grad():
+        whole = _total_nll(model, roll)
+    assert -np.concatenate(chunks).sum() == pytest.approx(whole, rel=1e-10)
+    stream.reset()
+    midi = np.zeros((14, 128), bool)
+    midi[:, 60 : 60 + P] = roll
+    np.testing.assert_allclose(stream.feed(midi), np.concatenate(chunks), rtol=1e-10)
+    midi[0, 10] = True
+    with pytest.raises(ValueError, match="outside the run's range"):
+        stream.feed(midi)
+    with pytest.raises(ValueError, match=r"frames must be \(T, 4\)"):
+        stream.feed(np.zeros((3, 7)))

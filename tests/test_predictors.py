@@ -195,3 +195,18 @@ def test_diagnose_on_cuda_measures_what_the_cpu_measures(trained, capsys):
                 assert lb["eta"] == pytest.approx(la["eta"], rel=1e-6)
     assert cli_json(capsys, ["diagnose", str(trained["lm"]), "--length", "10", "--device", "cuda",
                              "--json", "--no-plot"])["diagnoses"]  # fmt: skip
+
+
+def test_music_stream_scores_a_piece_as_the_report(trained):
+    """rnnkit.load(run).stream() over a piece in two chunks gives the report's frame NLL."""
+    import numpy as np
+
+    from rnnkit.tasks.music import music_report
+
+    model = rnnkit.load(trained["music"])
+    P = model.loaded.encoders.pitches
+    piece = np.random.default_rng(0).random((40, P)) < 4 / P
+    stream = model.stream()
+    logp = np.concatenate([stream.feed(piece[:17]), stream.feed(piece[17:])])
+    report = music_report(model.loaded.task, [piece], model.loaded.encoders)
+    assert -logp.mean() == pytest.approx(report["model"]["nll"], rel=1e-5)

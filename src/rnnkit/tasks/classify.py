@@ -107,9 +107,9 @@ MIN_EVAL_INTERVAL = 25
 # not defaults. Ensembles (--members 5, two threads shared by two runs, stride 2): trained
 # together 0.680/0.669/0.691 (one batch order), 0.629/0.697 (an order per member), against
 # single nets 0.726/0.691/0.709/0.634/0.703 for seeds 0-4 and 0.743 for the average of those
-# five — a mean of 0.685 over six ensembles against 0.693 for one net, at five times the cost, so
-# one net stays the default. Short series keep their validation split: BasicMotions (40 of 100), two threads,
-# seeds 0-3, 0.925/0.950/1.000/0.925 with it, 0.875/0.950/0.975/0.925 without.
+# five — a mean of 0.685 over six ensembles against 0.693 for one net, at five times the cost,
+# so one net stays the default. Short series keep their validation split: BasicMotions (40 of
+# 100), two threads, seeds 0-3, 0.925/0.950/1.000/0.925 with it, 0.875/0.950/0.975/0.925 without.
 FRONT_END_STEPS = 128
 FRONT_END_CHANNELS = 32
 FRONT_END_KERNEL = 8  # at least; twice the stride when that is more

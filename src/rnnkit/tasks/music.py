@@ -81,6 +81,7 @@ from rnnkit.data.music_events import (
     EventSequence,
     encode_roll,
     feature_size,
+    roll_tokens,
     vocab_size,
 )
 from rnnkit.data.split import split_indices
@@ -737,8 +738,81 @@ def format_music_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+class PieceStream:
+    """Chunk-by-chunk scoring of a piece with the recurrent state carried: :meth:`feed` gives
+    each frame's log-probability (nats) given every frame before it, so the values over
+    consecutive chunks equal one call on the whole piece (and their negative mean is the frame
+    NLL of the held-out report).
+
+    Frames are ``(T, P)`` in the run's pitch range or full ``(T, 128)`` MIDI rolls (cropped to
+    the range; a note outside it is an error). Roll models score each frame as P Bernoullis
+    given the previous frame; event models as the product of its tokens' probabilities, each
+    over the tokens allowed there (:class:`~rnnkit.data.music_events.EventCursor`).
+    """
+
+    def __init__(self, model: MusicModel, encoders: MusicEncoders) -> None:
+        self.model, self.encoders = model, encoders
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the start of a piece (zero state, silence before it)."""
+        self.state = None
+        self.cursor = EventCursor(self.model.pitches)
+
+    def _frames(self, frames) -> np.ndarray:
+        roll = np.asarray(frames)
+        P = self.model.pitches
+        if roll.ndim != 2 or roll.shape[1] not in (P, PITCHES) or not len(roll):
+            raise ValueError(
+                f"frames must be (T, {P}) in the run's range {self.encoders.pitch_range()} or "
+                f"(T, {PITCHES}) MIDI pitches, T >= 1; got shape {roll.shape}"
+            )
+        roll = roll.astype(bool)
+        if roll.shape[1] != P:
+            roll, outside = self.encoders.crop(roll)
+            if outside:
+                raise ValueError(
+                    f"{outside} note frame(s) lie outside the run's range "
+                    f"{self.encoders.pitch_range()}"
+                )
+        return roll
+
+    @torch.no_grad()
+    def feed(self, frames) -> np.ndarray:
+        """``(T,)`` float64 log-probabilities of the T frames, each given all before it."""
+        roll = self._frames(frames)
+        model = self.model.eval()
+        like = next(model.parameters())
+        if model.representation == "roll":
+            before = np.concatenate([self.cursor.before[None], roll[:-1]])
+            x = torch.from_numpy(before[None].astype(np.float32)).to(like)
+            logits, self.state = model(x, self.state)
+            y = torch.from_numpy(roll[None].astype(np.float64)).to(logits.device)
+            nll = F.binary_cross_entropy_with_logits(logits.double(), y, reduction="none")
+            self.cursor = EventCursor(model.pitches, roll[-1])  # the previous frame
+            return -nll[0].sum(-1).double().cpu().numpy()
+        tokens = roll_tokens(np.concatenate([self.cursor.before[None], roll]))
+        tokens = tokens[np.flatnonzero(tokens == model.step_token)[0] + 1 :]  # frame 0 is known
+        inputs, allowed = [], []
+        for token in tokens:
+            inputs.append(self.cursor.features())
+            allowed.append(self.cursor.allowed())
+            self.cursor.push(token)
+        x = torch.from_numpy(np.stack(inputs)[None]).to(like)
+        logits, self.state = model(x, self.state)
+        mask = torch.from_numpy(np.stack(allowed)).to(logits.device)
+        logp = torch.log_softmax(logits[0].double().masked_fill(~mask, -math.inf), dim=-1)
+        picked = logp.gather(1, torch.from_numpy(tokens).to(logits.device)[:, None])[:, 0]
+        ends = np.flatnonzero(tokens == model.step_token)
+        per_frame = np.add.reduceat(picked.cpu().numpy(), np.concatenate([[0], ends[:-1] + 1]))
+        return per_frame
+
+
 class MusicPredictor(Predictor):
-    """A music run: :meth:`generate` a piece."""
+    """A music run: :meth:`generate` a piece, :meth:`stream` to score one chunk by chunk."""
+
+    def stream(self) -> PieceStream:
+        return PieceStream(self.model, self.encoders)
 
     def generate(self, out: str | os.PathLike, **options) -> dict:
         """Write a generated piece to ``out`` and its piano roll (``png``, default ``out`` with
