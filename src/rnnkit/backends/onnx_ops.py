@@ -169,6 +169,11 @@ def _run_directions(x: Tensor, lengths: Tensor | None, initial: Sequence[Tensor]
     return torch.stack(ys, 1), [torch.stack(f) for f in zip(*finals)]
 
 
+def _outputs_like(x: Tensor, h0: Tensor, hidden_size: int) -> Tensor:
+    """An empty ``y`` (T, D, B, H) for the operators' fake (shape-only) implementations."""
+    return x.new_empty(x.shape[0], h0.shape[0], h0.shape[1], hidden_size)
+
+
 @torch.library.custom_op("rnnkit::onnx_lstm", mutates_args=())
 def onnx_lstm(
     x: Tensor,
@@ -203,8 +208,7 @@ def onnx_lstm(
 
 @onnx_lstm.register_fake
 def _(x, w, r, b, lengths, h0, c0, p, direction, hidden_size):
-    D, B = h0.shape[0], h0.shape[1]
-    return x.new_empty(x.shape[0], D, B, hidden_size), torch.empty_like(h0), torch.empty_like(c0)
+    return _outputs_like(x, h0, hidden_size), torch.empty_like(h0), torch.empty_like(c0)
 
 
 @torch.library.custom_op("rnnkit::onnx_gru", mutates_args=())
@@ -242,8 +246,7 @@ def onnx_gru(
 
 @onnx_gru.register_fake
 def _(x, w, r, b, lengths, h0, direction, hidden_size, linear_before_reset):
-    D, B = h0.shape[0], h0.shape[1]
-    return x.new_empty(x.shape[0], D, B, hidden_size), torch.empty_like(h0)
+    return _outputs_like(x, h0, hidden_size), torch.empty_like(h0)
 
 
 @torch.library.custom_op("rnnkit::onnx_rnn", mutates_args=())
@@ -272,8 +275,7 @@ def onnx_rnn(
 
 @onnx_rnn.register_fake
 def _(x, w, r, b, lengths, h0, direction, hidden_size, activation):
-    D, B = h0.shape[0], h0.shape[1]
-    return x.new_empty(x.shape[0], D, B, hidden_size), torch.empty_like(h0)
+    return _outputs_like(x, h0, hidden_size), torch.empty_like(h0)
 
 
 # -- what the ONNX exporter writes for them ----------------------------------------------------
