@@ -621,7 +621,7 @@ def _prepared(batches, examples, length=10, series=True, val=True):
 def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
     from rnnkit.tasks.classify import SPEC, ClassifyModel
 
-    model = ClassifyModel(cell="lstm")
+    model = ClassifyModel()
     _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(2, 45))
     assert train.eval_every == 25 and train.min_steps == 500 and train.epochs == 10
     assert note == (
@@ -635,17 +635,10 @@ def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
     assert train.eval_every == 2 and note == ""
 
 
-def test_series_get_a_gru_and_text_an_lstm_unless_a_cell_is_given():
-    from rnnkit.tasks.classify import SPEC, ClassifyModel
+def test_the_default_cell_is_a_gru():
+    from rnnkit.tasks.classify import ClassifyModel
 
-    default = SPEC.default_train()
-    chosen, _, note = SPEC.data_defaults(ClassifyModel(), default, _prepared(320, 10_000))
-    assert chosen.cell == "gru" and note == "series → gru cell"
-    text = _prepared(320, 10_000, series=False)
-    chosen, _, note = SPEC.data_defaults(ClassifyModel(), default, text)
-    assert chosen.cell == "lstm" and note == ""
-    chosen, _, note = SPEC.data_defaults(ClassifyModel(cell="rnn"), default, _prepared(320, 9))
-    assert chosen.cell == "rnn" and "cell" not in note
+    assert ClassifyModel().cell == "gru" and ClassifyModel(cell="lstm").cell == "lstm"
 
 
 @pytest.mark.parametrize(
