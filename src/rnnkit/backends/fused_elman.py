@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import apply_in_float32, keep_field, sigmoid_backward, tanh_backward
+from rnnkit.backends.fused_gru import (
+    apply_in_float32,
+    input_projection,
+    keep_field,
+    needs_backward,
+    sigmoid_backward,
+    tanh_backward,
+)
 from rnnkit.cells.base import HiddenState
 
 # In-place activations; each matches rnnkit.cells.elman.NONLINEARITIES value for value.
@@ -92,7 +99,20 @@ def elman_scan(
         (torch.Size([20, 4, 16]), torch.Size([4, 16]))
     """
     bias = cell.bias
-    gi = F.linear(x, weights["weight_ih"], weights["bias_ih"] if bias else None)  # (T, B, H)
+    kernel = cell.native_kernel()  # torch.rnn_tanh / rnn_relu, or None
+    unmixed = (keep is None or keep[0] is None) and x.shape[0] > 0
+    if kernel and unmixed and not needs_backward(x, state.h, *weights.values()):
+        # Inference with a nonlinearity torch has: torch's kernel (oneDNN, cuDNN).
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if bias else 2]
+        hx = state.h.unsqueeze(0).contiguous()
+        args = (x, hx, [weights[n] for n in names], bias, 1, 0.0, False, False, False)
+        h, h_T = apply_in_float32(kernel, *args)
+        return h, HiddenState(h_T[0])
+    T, B, I = x.shape
+    b_ih = weights["bias_ih"] if bias else None
+    gi = input_projection(x.reshape(T * B, I), weights["weight_ih"], b_ih).view(
+        T, B, cell.hidden_size
+    )
     keep_h = keep_field(keep, x, cell.hidden_size)
     hs = apply_in_float32(
         ElmanScan,

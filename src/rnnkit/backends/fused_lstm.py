@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import apply_in_float32
+from rnnkit.backends.fused_gru import apply_in_float32, input_projection, needs_backward
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.lstm import LAYER_NORM_EPS, LSTMCell
 
@@ -89,6 +89,9 @@ def lstm_scan(
     H, P, k = cell.hidden_size, cell.output_size, cell.gate_count
     if T == 0:
         return x.new_zeros(0, B, P), state
+    torch_computes = keep is None and not (cell.peephole or cell.layer_norm)
+    if torch_computes and not needs_backward(x, *state, *weights.values()):
+        return apply_in_float32(_torch_kernel, cell, weights, x, state)  # inference
     G = k * H
     order = _internal_order(k, H, x.device)
     double_g = _candidate_doubling(k, H, x.device, x.dtype)  # see the module docstring
@@ -110,12 +113,11 @@ def lstm_scan(
     else:  # the input side for all steps in one matmul
         w_ih = rows("weight_ih") * double_g[:, None]
         x_rows = x.reshape(T * B, x.shape[2])
-        xi = x_rows @ w_ih.t() if bias is None else torch.addmm(bias, x_rows, w_ih.t())
+        xi = input_projection(x_rows, w_ih, bias)
         inputs = (xi.view(T, B, G), None, None, None)
         w_hh = rows("weight_hh") * double_g[:, None]
         g_hh = None
-    h, c_last = apply_in_float32(  # under autocast: the recurrence in float32
-        _LSTMRecurrence,
+    args = (
         cell.coupled,
         *inputs,
         w_hh,
@@ -131,7 +133,112 @@ def lstm_scan(
         keep_h,
         keep_c,
     )
+    recurrence = _LSTMRecurrence if needs_backward(*args) else _lstm_forward_only
+    h, c_last = apply_in_float32(recurrence, *args)  # under autocast: the recurrence in float32
     return h, LSTMState(h[-1], c_last)
+
+
+def _torch_kernel(cell: LSTMCell, weights: Mapping[str, Tensor], x: Tensor, state: LSTMState):
+    """``(h, LSTMState)`` from torch's own LSTM kernel (oneDNN, cuDNN), for inference in the
+    configurations it can compute: ``bias``, ``forget_bias`` (folded into the forget bias) and
+    ``proj_size`` as torch has them, and coupled gates as four blocks whose input block is the
+    negated forget block, i = σ(-a_f) = 1 - σ(a_f) = 1 - f."""
+    H, k = cell.hidden_size, cell.forget_gate_index
+    w = weights
+    zeros = w["weight_ih"].new_zeros(cell.gate_count * H)
+    b_ih, b_hh = (w["bias_ih"], w["bias_hh"]) if cell.bias else (zeros, zeros)
+    if cell.forget_bias:
+        b_ih = b_ih.clone()
+        b_ih[k * H : (k + 1) * H] += cell.forget_bias
+
+    def ifgo(a: Tensor) -> Tensor:  # coupled (f, g, o) -> (-f, f, g, o)
+        return torch.cat([-a[:H], a]) if cell.coupled else a
+
+    flat = [ifgo(w["weight_ih"]), ifgo(w["weight_hh"]), ifgo(b_ih), ifgo(b_hh)]
+    if cell.proj_size:
+        flat.append(w["weight_hr"])
+    hx = (state.h.unsqueeze(0).contiguous(), state.c.unsqueeze(0).contiguous())
+    h, h_T, c_T = torch.lstm(x, hx, flat, True, 1, 0.0, False, False, False)
+    return h, LSTMState(h_T[0], c_T[0])
+
+
+def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
+                       g_c, b_c, keep_h, keep_c):  # fmt: skip
+    """``_LSTMRecurrence.forward`` for when nothing needs a backward pass (``no_grad``,
+    ``inference_mode``, frozen weights): same arguments, same ``(h, c_T)``, nothing saved.
+
+    A step's gates are written in place into its rows of the input pre-activations (a fresh
+    tensor of :func:`lstm_scan`; with layer norm, the normalised input side computed in bulk),
+    and the cell state, the squashed cell state and the other per-step values live in (B, ·)
+    buffers that every step reuses, so a step touches only its own rows and a few cached ones.
+    """
+    T, B = xi.shape[:2]
+    G, H, P = w_hh.shape[0], c0.shape[1], h0.shape[1]
+    k = G // H
+    s = (k - 1) * H  # the candidate block starts here
+    peephole, layer_norm = w_co is not None, g_hh is not None
+    new = xi.new_empty
+    if layer_norm:  # a_t = LN(W_ih x_t) g_ih + b for all steps, + LN(W_hh h_{t-1}) g_hh per step
+        raw = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, k, H)
+        normed = _layer_norm(raw, (H,), None, None, LAYER_NORM_EPS)[0].view(T, B, G)
+        gates = normed.mul_(g_ih) if bias is None else normed.mul_(g_ih).add_(bias)
+        raw_h = new(B, G)
+        g_c2, b_c2 = g_c * -2, b_c * -2
+    else:
+        gates = xi
+    h_all = new(T, B, P)
+    c = c0.clone()  # c_{t-1}, then c_t, in place
+    c_cell = new(B, H) if keep_c is not None else c  # the cell's c̃_t
+    squash = new(B, H)
+    m_tmp = new(B, H) if w_hr is not None or keep_h is not None else None
+    h_tmp = new(B, P) if w_hr is not None and keep_h is not None else None
+    cg_tmp = new(B, H) if coupled else None
+    w_if = torch.stack((w_ci, w_cf)).unsqueeze(0) if peephole and not coupled else None
+    minus_one = xi.new_full((), -1.0)
+    w_hh_t = w_hh.t()
+    w_hr_t = w_hr.t() if w_hr is not None else None
+    hp = h0
+    for t in range(T):
+        a, h = gates[t], h_all[t]
+        if layer_norm:
+            torch.mm(hp, w_hh_t, out=raw_h)
+            normed_h = _layer_norm(raw_h.view(B, k, H), (H,), None, None, LAYER_NORM_EPS)[0]
+            a.addcmul_(normed_h.view(B, G), g_hh)
+        else:
+            a.addmm_(hp, w_hh_t)
+        o, f, g = a[:, :H], a[:, s - H : s], a[:, s:]
+        if peephole:
+            if coupled:
+                f.addcmul_(c, w_cf)
+            else:
+                a[:, H:s].view(B, 2, H).addcmul_(c.unsqueeze(1), w_if)
+            a[:, H:].sigmoid_()
+        else:
+            a.sigmoid_()
+        torch.add(minus_one, g, alpha=2, out=g)  # g = 2σ(2a) - 1 = tanh(a)
+        if coupled:  # c̃ = g + f (c_{t-1} - g)
+            torch.sub(c, g, out=cg_tmp)
+            torch.addcmul(g, f, cg_tmp, out=c_cell)
+        else:
+            torch.mul(f, c, out=c_cell)
+            c_cell.addcmul_(a[:, H : 2 * H], g)
+        if peephole:
+            o.addcmul_(c_cell, w_co).sigmoid_()
+        if layer_norm:
+            normed_c = _layer_norm(c_cell, (H,), g_c2, b_c2, LAYER_NORM_EPS)[0]
+            torch.sigmoid(normed_c, out=squash)
+        else:
+            torch.mul(c_cell, -2, out=squash).sigmoid_()
+        m = m_tmp if m_tmp is not None else h
+        torch.addcmul(o, o, squash, value=-2, out=m)  # o tanh(·) = o - 2 o squash
+        if w_hr is not None:
+            m = torch.mm(m, w_hr_t, out=h if keep_h is None else h_tmp)
+        if keep_h is not None:
+            torch.lerp(m, hp, keep_h[t], out=h)
+        if keep_c is not None:
+            torch.lerp(c_cell, c, keep_c[t], out=c)
+        hp = h
+    return h_all, c
 
 
 class _LSTMRecurrence(torch.autograd.Function):
