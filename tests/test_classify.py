@@ -599,7 +599,7 @@ def test_default_training_is_ten_epochs_evaluated_once_per_epoch(tmp_path):
     assert per_epoch == 2  # 32 training examples, batches of 16
     lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [2, 4]
-    assert SPEC.default_train().epochs == 10 and SPEC.default_train().min_steps == 500
+    assert SPEC.default_train().epochs == 10 and SPEC.default_train().min_steps == 1000
     loaded = runs.load_run(tmp_path / "run", task="classify")
     assert runs.evaluate_run(loaded)["accuracy"] == pytest.approx(done.report["accuracy"])
 
@@ -623,9 +623,9 @@ def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
 
     model = ClassifyModel()
     _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(2, 45))
-    assert train.eval_every == 25 and train.min_steps == 500 and train.epochs == 10
+    assert train.eval_every == 25 and train.min_steps == 1000 and train.epochs == 10
     assert note == (
-        "small training set: 45 examples in 2 batches per epoch → 250 epochs (at least 500 "
+        "small training set: 45 examples in 2 batches per epoch → 500 epochs (at least 1000 "
         "steps), evaluated every 25 steps"
     )
     _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(320, 10_000))

@@ -175,3 +175,100 @@ def test_input_projection_matches_addmm(bias):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     grad_x = x.clone().requires_grad_()
     assert input_projection(grad_x, w, b).grad_fn is not None  # autograd keeps addmm
+
+
+class _Counting:
+    """oneDNN's linear op (``op`` and ``op.binary``), counting calls."""
+
+    def __init__(self, op):
+        self.op, self.calls = op, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.op(*args)
+
+    def binary(self, *args):
+        self.calls += 1
+        return self.op.binary(*args)
+
+
+@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.parametrize(
+    "options",
+    [{"peephole": True}, {"layer_norm": True, "proj_size": 3}, {"peephole": True, "coupled": True}],
+    ids=["peephole", "layer_norm-proj", "peephole-coupled"],
+)
+def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, options):
+    """The per-step products through oneDNN with a packed weight (forced at a small size)."""
+    counting = _Counting(fused_gru._ONEDNN_LINEAR)
+    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    cell = LSTMCell(I, H, **options)
+    gen = torch.Generator().manual_seed(0)
+    T_long = 20
+    x = torch.randn(T_long, B, I, generator=gen)
+    state = cell.initial_state(B)
+    keep = (None, torch.randint(0, 2, (T_long, B, H), generator=gen).float())
+    with torch.no_grad():
+        want, (_, c_want) = scan(cell, cell.weights(), x, state, keep)
+        got, (_, c_got) = fused_lstm.lstm_scan(cell, cell.weights(), x, state, keep)
+    assert counting.calls >= T_long  # every step's product, and the input projection
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_got, c_want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"peephole": True, "proj_size": 3}, {"layer_norm": True}, {"coupled": True}],
+    ids=["vanilla", "peephole-proj", "layer_norm", "coupled"],
+)
+def test_training_with_onednn_step_products_matches_reference_in_float32(monkeypatch, options):
+    """The hand-written BPTT with its per-step products through oneDNN (forced at a small size):
+    values and gradients as the reference's autograd in float32."""
+    counting = _Counting(fused_gru._ONEDNN_LINEAR)
+    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    cell = LSTMCell(I, H, **options)
+    gen = torch.Generator().manual_seed(1)
+    steps = 12
+    x = torch.randn(steps, B, I, generator=gen, requires_grad=True)
+    keep = (torch.randint(0, 2, (steps, B, cell.output_size), generator=gen).float(), None)
+    weights = cell.weights()
+    results = []
+    for kernel in (scan, fused_lstm.lstm_scan):
+        h, (h_T, c_T) = kernel(cell, weights, x, cell.initial_state(B), keep)
+        loss = (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum() + c_T.square().sum()
+        results.append([h, c_T, *torch.autograd.grad(loss, [x, *weights.values()])])
+    assert counting.calls >= 2 * steps  # forward and backward steps
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize(
+    "cell",
+    [GRUCell(I, H), GRUCell(I, H, reset_after=False), ElmanCell(I, H, nonlinearity="tanh")],
+    ids=["gru", "gru-reset_before", "tanh"],
+)
+def test_gru_and_elman_training_with_onednn_step_products_in_float32(monkeypatch, cell, masked):
+    counting = _Counting(fused_gru._ONEDNN_LINEAR)
+    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    gen = torch.Generator().manual_seed(2)
+    steps = 12
+    x = torch.randn(steps, B, I, generator=gen, requires_grad=True)
+    keep = (torch.randint(0, 2, (steps, B, H), generator=gen).float(),) if masked else None
+    weights = cell.weights()
+    results = []
+    for kernel in (scan, cell.fused_kernel()):
+        h, last = kernel(cell, weights, x, cell.initial_state(B), keep)
+        loss = (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum() + last.h.square().sum()
+        results.append([h, last.h, *torch.autograd.grad(loss, [x, *weights.values()])])
+    assert counting.calls >= 2 * steps
+    for want, got in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

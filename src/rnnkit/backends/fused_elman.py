@@ -30,6 +30,7 @@ from rnnkit.backends.fused_gru import (
     keep_field,
     needs_backward,
     sigmoid_backward,
+    step_matmul,
     tanh_backward,
 )
 from rnnkit.cells.base import HiddenState
@@ -140,17 +141,17 @@ class ElmanScan(torch.autograd.Function):
         activation = ACTIVATIONS_INPLACE[nonlinearity]
         hs = gi.new_empty(T + 1, B, H)
         hs[0] = h0
-        wt = w_hh.t()
+        recurrent = step_matmul(w_hh, B, T)
         pre = gi if b_hh is None else gi + b_hh
         steps_h = hs.unbind(0)
         if keep is None:
             for p, h, h_next in zip(pre.unbind(0), steps_h, steps_h[1:]):
-                activation(torch.addmm(p, h, wt, out=h_next))
+                activation(recurrent(h, p, out=h_next))
             act = hs[1:]
         else:
             act = pre.clone() if pre is gi else pre  # becomes h̃_t
             for a, k, h, h_next in zip(act.unbind(0), keep.unbind(0), steps_h, steps_h[1:]):
-                activation(a.addmm_(h, wt))
+                activation(recurrent(h, a, out=a))
                 torch.lerp(a, h, k, out=h_next)  # k h + (1 - k) h̃
         ctx.save_for_backward(w_hh, hs, act, keep)
         ctx.nonlinearity = nonlinearity
@@ -168,6 +169,7 @@ class ElmanScan(torch.autograd.Function):
         dh = act.new_empty(T + 1, B, H)  # dh[t]: total gradient of hs[t]
         dh[T] = dhs[T]
         steps_dh = dh.unbind(0)
+        recurrent_back = step_matmul(w_hh.t(), B, T)  # dL/da_t W_hh
         steps = zip(
             reversed(dpre.unbind(0)),
             reversed(dact.unbind(0)),
@@ -177,11 +179,11 @@ class ElmanScan(torch.autograd.Function):
         )
         if keep is None:
             for dp, d, dh_up, dh_t, dh_prev in steps:
-                torch.addmm(dh_up, torch.mul(dh_t, d, out=dp), w_hh, out=dh_prev)
+                recurrent_back(torch.mul(dh_t, d, out=dp), dh_up, out=dh_prev)
         else:
             for (dp, d, dh_up, dh_t, dh_prev), k in zip(steps, reversed(keep.unbind(0))):
                 torch.addcmul(dh_up, k, dh_t, out=dh_prev)
-                dh_prev.addmm_(torch.mul(dh_t, d, out=dp), w_hh)
+                recurrent_back(torch.mul(dh_t, d, out=dp), dh_prev, out=dh_prev)
         need = ctx.needs_input_grad
         flat = dpre.view(T * B, H)
         dw_hh = flat.t() @ hs[:-1].reshape(T * B, H) if need[1] else None

@@ -44,7 +44,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import apply_in_float32, input_projection, needs_backward
+from rnnkit.backends.fused_gru import (
+    apply_in_float32,
+    input_projection,
+    needs_backward,
+    step_matmul,
+)
 from rnnkit.cells.base import LSTMState
 from rnnkit.cells.lstm import LAYER_NORM_EPS, LSTMCell
 
@@ -182,7 +187,6 @@ def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, 
         raw = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, k, H)
         normed = _layer_norm(raw, (H,), None, None, LAYER_NORM_EPS)[0].view(T, B, G)
         gates = normed.mul_(g_ih) if bias is None else normed.mul_(g_ih).add_(bias)
-        raw_h = new(B, G)
         g_c2, b_c2 = g_c * -2, b_c * -2
     else:
         gates = xi
@@ -195,17 +199,16 @@ def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, 
     cg_tmp = new(B, H) if coupled else None
     w_if = torch.stack((w_ci, w_cf)).unsqueeze(0) if peephole and not coupled else None
     minus_one = xi.new_full((), -1.0)
-    w_hh_t = w_hh.t()
+    recurrent = step_matmul(w_hh, B, T)
     w_hr_t = w_hr.t() if w_hr is not None else None
     hp = h0
-    for t in range(T):
-        a, h = gates[t], h_all[t]
+    for t, h in enumerate(h_all.unbind(0)):
         if layer_norm:
-            torch.mm(hp, w_hh_t, out=raw_h)
+            raw_h = recurrent(hp, None)
             normed_h = _layer_norm(raw_h.view(B, k, H), (H,), None, None, LAYER_NORM_EPS)[0]
-            a.addcmul_(normed_h.view(B, G), g_hh)
+            a = gates[t].addcmul_(normed_h.view(B, G), g_hh)
         else:
-            a.addmm_(hp, w_hh_t)
+            a = recurrent(hp, gates[t])
         o, f, g = a[:, :H], a[:, s - H : s], a[:, s:]
         if peephole:
             if coupled:
@@ -290,7 +293,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             pre_if_t = gates[..., H:s].view(T, B, 2, H).unbind(0)
             c_prev_3d = c_seq.view(T + 1, B, 1, H).unbind(0)
             w_if = torch.stack((w_ci, w_cf))
-        w_hh_t = w_hh.t()
+        recurrent = step_matmul(w_hh, B, T)  # h_{t-1} W_hhᵀ
         w_hr_t = w_hr.t() if w_hr is not None else None
         kh_t = keep_h.unbind(0) if keep_h is not None else None
         kc_t = keep_c.unbind(0) if keep_c is not None else None
@@ -309,9 +312,9 @@ class _LSTMRecurrence(torch.autograd.Function):
         for t in range(T):
             hp, cp, a, cn, sq = h_prev[t], c_t[t], a_t[t], cn_t[t], sq_t[t]
             if not layer_norm:
-                torch.addmm(xi_t[t], hp, w_hh_t, out=a)
+                recurrent(hp, xi_t[t], out=a)
             else:
-                torch.mm(hp, w_hh_t, out=raw_h_t[t])
+                recurrent(hp, out=raw_h_t[t])
                 normed, mean, rstd = _layer_norm(raw_t[t], (H,), None, None, eps)
                 normed = normed.view(B, 2, G)
                 n_x, n_h = normed.unbind(1)
@@ -462,6 +465,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             dn_ab_rows = dn_ab.view(B, 2 * k, H)
 
         d_h_total[T - 1] = d_h[T - 1]
+        recurrent_back = step_matmul(w_hh.t(), B, T)  # dL/da_t W_hh
         dc = d_c_last  # dL/dc_t (carried); None means zero
         dh0 = None
         for t in range(T - 1, -1, -1):
@@ -503,11 +507,11 @@ class _LSTMRecurrence(torch.autograd.Function):
                 d_raw_t[t].copy_(dr)
                 da = d_raw_h_t[t]
             if t > 0:
-                torch.addmm(dh_t[t - 1], da, w_hh, out=dht_t[t - 1])
+                recurrent_back(da, dh_t[t - 1], out=dht_t[t - 1])
                 if keep_h is not None:
                     dht_t[t - 1].addcmul_(dh, kh_t[t])
             else:
-                dh0 = torch.mm(da, w_hh)
+                dh0 = recurrent_back(da)
                 if keep_h is not None:
                     dh0.addcmul_(dh, kh_t[0])
         dc0 = dc.clone()

@@ -89,7 +89,7 @@ EVAL_PER_EPOCH = 10**9
 # span 250 steps): GunPoint 0.920 (1-NN DTW 0.907), BasicMotions 0.925 (DTW 0.900 on the same
 # split), ArrowHead 0.549 (DTW 0.703), JapaneseVowels unchanged at 0.973. Without a validation
 # split (--val-fraction 0, last weights) BasicMotions fell to 0.875.
-MIN_STEPS = 500
+MIN_STEPS = 1000
 MIN_EVAL_INTERVAL = 25
 # Long series (measured on the UCR sets, 500 steps, test accuracy; published 1-NN DTW in
 # brackets): a strided Conv1d+ReLU front end (kernel 8, or twice the stride when more) that
