@@ -36,3 +36,32 @@ def test_compiled_layer_matches_eager(name):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         for a, b in zip(got_grads, want_grads, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+INFERENCE_LAYERS = {
+    "lstm-peephole-fused": lambda: rnnkit.LSTM(8, 16, peephole=True),
+    "lstm-coupled-fused": lambda: rnnkit.LSTM(8, 16, coupled=True),
+    "gru-reset_before-fused": lambda: rnnkit.GRU(8, 16, reset_after=False),
+}
+
+
+@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
+@pytest.mark.parametrize("name", list(INFERENCE_LAYERS))
+def test_compiled_layer_in_inference_matches_eager(monkeypatch, name, onednn):
+    """Under no_grad the fused kernels take their forward-only paths, oneDNN's per-step
+    products included (forced at this size)."""
+    from rnnkit.backends import kernel_parts
+
+    if onednn:
+        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = INFERENCE_LAYERS[name]().eval()
+    compiled = torch.compile(layer, backend="aot_eager")
+    with torch.no_grad():
+        for shape in ((6, 3, 8), (9, 2, 8)):
+            x = torch.randn(*shape)
+            got, _ = compiled(x)
+            want, _ = layer(x)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -14,8 +14,8 @@ import itertools
 import pytest
 import torch
 
-from rnnkit.backends import fused_elman, fused_gru, fused_lstm
-from rnnkit.backends.fused_gru import input_projection, needs_backward
+from rnnkit.backends import fused_elman, fused_gru, fused_lstm, kernel_parts
+from rnnkit.backends.kernel_parts import input_projection, needs_backward
 from rnnkit.backends.reference import scan
 from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell
 from rnnkit.cells.base import LSTMState
@@ -192,7 +192,7 @@ class _Counting:
         return self.op.binary(*args)
 
 
-@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.skipif(kernel_parts._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
 @pytest.mark.parametrize(
     "options",
     [{"peephole": True}, {"layer_norm": True, "proj_size": 3}, {"peephole": True, "coupled": True}],
@@ -200,10 +200,10 @@ class _Counting:
 )
 def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, options):
     """The per-step products through oneDNN with a packed weight (forced at a small size)."""
-    counting = _Counting(fused_gru._ONEDNN_LINEAR)
-    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
+    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
     cell = LSTMCell(I, H, **options)
     gen = torch.Generator().manual_seed(0)
     T_long = 20
@@ -218,7 +218,7 @@ def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, opt
     torch.testing.assert_close(c_got, c_want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.skipif(kernel_parts._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
 @pytest.mark.parametrize(
     "options",
     [{}, {"peephole": True, "proj_size": 3}, {"layer_norm": True}, {"coupled": True}],
@@ -227,10 +227,10 @@ def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, opt
 def test_training_with_onednn_step_products_matches_reference_in_float32(monkeypatch, options):
     """The hand-written BPTT with its per-step products through oneDNN (forced at a small size):
     values and gradients as the reference's autograd in float32."""
-    counting = _Counting(fused_gru._ONEDNN_LINEAR)
-    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
+    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
     cell = LSTMCell(I, H, **options)
     gen = torch.Generator().manual_seed(1)
     steps = 12
@@ -247,7 +247,7 @@ def test_training_with_onednn_step_products_matches_reference_in_float32(monkeyp
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(fused_gru._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
+@pytest.mark.skipif(kernel_parts._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize(
     "cell",
@@ -255,10 +255,10 @@ def test_training_with_onednn_step_products_matches_reference_in_float32(monkeyp
     ids=["gru", "gru-reset_before", "tanh"],
 )
 def test_gru_and_elman_training_with_onednn_step_products_in_float32(monkeypatch, cell, masked):
-    counting = _Counting(fused_gru._ONEDNN_LINEAR)
-    monkeypatch.setattr(fused_gru, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(fused_gru, "STEP_MATMUL_MIN_STEPS", 0)
+    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
+    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
     gen = torch.Generator().manual_seed(2)
     steps = 12
     x = torch.randn(steps, B, I, generator=gen, requires_grad=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import (
+from rnnkit.backends.kernel_parts import (
     apply_in_float32,
     input_projection,
     keep_field,

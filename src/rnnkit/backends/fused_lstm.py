@@ -31,6 +31,12 @@ the carried ``dL/dc_{t-1}`` side by side. tanh is several times slower than sigm
 ``tanh(a) = 2σ(2a) - 1``: the candidate's rows arrive doubled and share the sigmoid pass, and
 ``o ⊙ tanh(c̃) = o - 2 o ⊙ σ(-2c̃)``.
 
+Inference. When autograd records nothing, no Function runs. Without peephole, layer norm and
+``keep``, torch's own LSTM kernel computes the cell (:func:`_torch_kernel`; coupled gates as four
+blocks, the input block the negated forget block). Otherwise :func:`_lstm_forward_only` runs the
+same steps as the Function's forward but writes each step's gates into its own rows of the input
+pre-activations and keeps the cell state in one (B, H) buffer, saving nothing.
+
 Shapes: T steps, B batch, I ``input_size``, H ``hidden_size``, P ``proj_size`` or H,
 G = 4H (3H when coupled).
 """
@@ -44,7 +50,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import (
+from rnnkit.backends.kernel_parts import (
     apply_in_float32,
     input_projection,
     needs_backward,

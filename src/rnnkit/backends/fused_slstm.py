@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.backends.fused_gru import apply_in_float32, sigmoid_backward, tanh_backward
+from rnnkit.backends.kernel_parts import apply_in_float32, sigmoid_backward, tanh_backward
 from rnnkit.cells.slstm import SLSTMCell, SLSTMState
 
 _log_sigmoid = torch._C._nn.log_sigmoid  # with out=, unlike F.logsigmoid

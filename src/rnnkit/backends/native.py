@@ -67,7 +67,7 @@ def forward(layer, x: Tensor, state, lengths, packed: PackedSequence | None):
     Under CPU autocast the kernels run in float32 with autocast off: oneDNN's bfloat16 LSTM
     exists only on CPUs with AVX512-BF16 ("could not create a primitive descriptor" elsewhere),
     and the recurrence stays in float32 as in the fused backend
-    (:func:`rnnkit.backends.fused_gru.apply_in_float32`).
+    (:func:`rnnkit.backends.kernel_parts.apply_in_float32`).
     """
     data = packed.data if packed is not None else x
     if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
