@@ -548,7 +548,7 @@ def test_an_ensemble_trains_each_member_as_alone_and_resumes_exactly(tmp_path, c
     base = ["train", "classify", "--ts-train", str(train), "--ts-test", str(test),
             "--hidden-size", "4", "--batch-size", "8", "--output-dropout", "0",
             "--schedule", "constant", "--threads", "1", "--no-progress"]  # fmt: skip
-    assert main([*base, "--steps", "9", "--out", str(tmp_path / "one")]) == 0
+    assert main([*base, "--steps", "9", "--members", "1", "--out", str(tmp_path / "one")]) == 0
     assert main([*base, "--steps", "9", "--members", "3", "--out", str(tmp_path / "full")]) == 0
     assert main([*base, "--steps", "4", "--members", "3", "--out", str(tmp_path / "part")]) == 0
     resume = ["train", "classify", "--resume", str(tmp_path / "part"), "--steps", "9"]
@@ -626,13 +626,27 @@ def test_a_small_training_set_trains_the_minimum_steps_and_says_so():
     assert train.eval_every == 25 and train.min_steps == 1000 and train.epochs == 10
     assert note == (
         "small training set: 45 examples in 2 batches per epoch → 500 epochs (at least 1000 "
-        "steps), evaluated every 25 steps"
+        "steps), evaluated every 25 steps, 45 training series → an ensemble of 3"
     )
     _, train, note = SPEC.data_defaults(model, SPEC.default_train(), _prepared(320, 10_000))
     assert train.eval_every == 320 and note == ""  # ten epochs are 3,200 steps: as given
     given = SPEC.default_train().replace(min_steps=None, epochs=3)  # --epochs 3
-    _, train, note = SPEC.data_defaults(model, given, _prepared(2, 45))
+    _, train, note = SPEC.data_defaults(ClassifyModel(members=1), given, _prepared(2, 45))
     assert train.eval_every == 2 and note == ""
+
+
+def test_tiny_series_sets_get_an_ensemble_by_default():
+    from rnnkit.tasks.classify import SMALL_DATA_MEMBERS, SPEC, ClassifyModel
+
+    def members(model, prepared):
+        return SPEC.data_defaults(model, SPEC.default_train(), prepared)[0].members
+
+    assert SMALL_DATA_MEMBERS > 1
+    assert members(ClassifyModel(), _prepared(2, 45)) == SMALL_DATA_MEMBERS
+    assert members(ClassifyModel(), _prepared(4, 100)) == 1
+    assert members(ClassifyModel(), _prepared(2, 45, series=False)) == 1  # text
+    assert members(ClassifyModel(members=2), _prepared(2, 45)) == 2  # as given
+    assert members(ClassifyModel(members=1), _prepared(2, 45)) == 1
 
 
 def test_the_default_cell_is_a_gru():
