@@ -1,9 +1,10 @@
 """The fused kernels' forward-only paths (no backward to record) compute reference.scan's values.
 
 When autograd records nothing (``torch.no_grad``, ``inference_mode``, weights and inputs that do
-not require grad) the fused LSTM, GRU and Elman scans skip their autograd Functions: the
-configurations torch's own kernels compute run those (coupled LSTM gates through the negated
-forget block), the rest a forward-only loop that saves nothing.
+not require grad) the fused LSTM and GRU scans skip their autograd Functions where torch's own
+kernels compute the configuration (coupled LSTM gates through the negated forget block), the
+other LSTMs run a forward-only loop that saves nothing, and every kernel's matmuls may go
+through oneDNN.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from rnnkit.backends.kernel_parts import (
     apply_in_float32,
     input_projection,
     keep_field,
-    needs_backward,
     sigmoid_backward,
     step_matmul,
     tanh_backward,
@@ -100,15 +99,6 @@ def elman_scan(
         (torch.Size([20, 4, 16]), torch.Size([4, 16]))
     """
     bias = cell.bias
-    kernel = cell.native_kernel()  # torch.rnn_tanh / rnn_relu, or None
-    unmixed = (keep is None or keep[0] is None) and x.shape[0] > 0
-    if kernel and unmixed and not needs_backward(x, state.h, *weights.values()):
-        # Inference with a nonlinearity torch has: torch's kernel (oneDNN, cuDNN).
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if bias else 2]
-        hx = state.h.unsqueeze(0).contiguous()
-        args = (x, hx, [weights[n] for n in names], bias, 1, 0.0, False, False, False)
-        h, h_T = apply_in_float32(kernel, *args)
-        return h, HiddenState(h_T[0])
     T, B, I = x.shape
     b_ih = weights["bias_ih"] if bias else None
     gi = input_projection(x.reshape(T * B, I), weights["weight_ih"], b_ih).view(
