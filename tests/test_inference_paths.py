@@ -193,18 +193,24 @@ class _Counting:
         return self.op.binary(*args)
 
 
+@pytest.fixture
+def onednn(monkeypatch):
+    """oneDNN for every per-step product, whatever the size, its calls counted."""
+    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
+    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+    return counting
+
+
 @pytest.mark.skipif(kernel_parts._ONEDNN_LINEAR is None, reason="torch built without oneDNN")
 @pytest.mark.parametrize(
     "options",
     [{"peephole": True}, {"layer_norm": True, "proj_size": 3}, {"peephole": True, "coupled": True}],
     ids=["peephole", "layer_norm-proj", "peephole-coupled"],
 )
-def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, options):
+def test_lstm_forward_only_with_onednn_step_products_in_float32(onednn, options):
     """The per-step products through oneDNN with a packed weight (forced at a small size)."""
-    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
-    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
     cell = LSTMCell(I, H, **options)
     gen = torch.Generator().manual_seed(0)
     T_long = 20
@@ -214,7 +220,7 @@ def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, opt
     with torch.no_grad():
         want, (_, c_want) = scan(cell, cell.weights(), x, state, keep)
         got, (_, c_got) = fused_lstm.lstm_scan(cell, cell.weights(), x, state, keep)
-    assert counting.calls >= T_long  # every step's product, and the input projection
+    assert onednn.calls >= T_long  # every step's product, and the input projection
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c_got, c_want, rtol=1e-5, atol=1e-5)
 
@@ -225,13 +231,9 @@ def test_lstm_forward_only_with_onednn_step_products_in_float32(monkeypatch, opt
     [{}, {"peephole": True, "proj_size": 3}, {"layer_norm": True}, {"coupled": True}],
     ids=["vanilla", "peephole-proj", "layer_norm", "coupled"],
 )
-def test_training_with_onednn_step_products_matches_reference_in_float32(monkeypatch, options):
+def test_training_with_onednn_step_products_matches_reference_in_float32(onednn, options):
     """The hand-written BPTT with its per-step products through oneDNN (forced at a small size):
     values and gradients as the reference's autograd in float32."""
-    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
-    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
     cell = LSTMCell(I, H, **options)
     gen = torch.Generator().manual_seed(1)
     steps = 12
@@ -243,7 +245,7 @@ def test_training_with_onednn_step_products_matches_reference_in_float32(monkeyp
         h, (h_T, c_T) = kernel(cell, weights, x, cell.initial_state(B), keep)
         loss = (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum() + c_T.square().sum()
         results.append([h, c_T, *torch.autograd.grad(loss, [x, *weights.values()])])
-    assert counting.calls >= 2 * steps  # forward and backward steps
+    assert onednn.calls >= 2 * steps  # forward and backward steps
     for want, got in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
@@ -255,11 +257,7 @@ def test_training_with_onednn_step_products_matches_reference_in_float32(monkeyp
     [GRUCell(I, H), GRUCell(I, H, reset_after=False), ElmanCell(I, H, nonlinearity="tanh")],
     ids=["gru", "gru-reset_before", "tanh"],
 )
-def test_gru_and_elman_training_with_onednn_step_products_in_float32(monkeypatch, cell, masked):
-    counting = _Counting(kernel_parts._ONEDNN_LINEAR)
-    monkeypatch.setattr(kernel_parts, "_ONEDNN_LINEAR", counting)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
-    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+def test_gru_and_elman_training_with_onednn_step_products_in_float32(onednn, cell, masked):
     gen = torch.Generator().manual_seed(2)
     steps = 12
     x = torch.randn(steps, B, I, generator=gen, requires_grad=True)
@@ -270,6 +268,6 @@ def test_gru_and_elman_training_with_onednn_step_products_in_float32(monkeypatch
         h, last = kernel(cell, weights, x, cell.initial_state(B), keep)
         loss = (h * torch.linspace(-1, 1, h.numel()).view_as(h)).sum() + last.h.square().sum()
         results.append([h, last.h, *torch.autograd.grad(loss, [x, *weights.values()])])
-    assert counting.calls >= 2 * steps
+    assert onednn.calls >= 2 * steps
     for want, got in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
