@@ -42,8 +42,11 @@ def needs_backward(*args) -> bool:
 
 
 def _onednn_linear():
+    """oneDNN's linear op (the one inductor's CPU path uses), or None where torch lacks it."""
     op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    return op if op is not None and torch.backends.mkldnn.is_available() else None
+    pack = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    usable = op is not None and pack is not None and torch.backends.mkldnn.is_available()
+    return op if usable else None
 
 
 _ONEDNN_LINEAR = _onednn_linear()
