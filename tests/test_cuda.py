@@ -1,8 +1,9 @@
 """GPU checks (``make test-gpu``): skipped without CUDA.
 
-Every backend on CUDA agrees with the CPU reference in float64 (values and gradients) and runs
-a sequence without synchronising with the host; the trainer runs on CUDA under bf16 and fp16
-autocast, and an fp16 run resumes exactly (its gradient scaler is checkpointed).
+Every backend on CUDA agrees with the CPU reference in float64 (values and gradients; the fused
+kernels' inference paths too) and runs a sequence without synchronising with the host; the
+trainer runs on CUDA under bf16 and fp16 autocast, and an fp16 run resumes exactly (its gradient
+scaler is checkpointed).
 """
 
 from __future__ import annotations
@@ -141,3 +142,33 @@ def test_fused_sequence_does_not_synchronise_with_the_host(cell, options):
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
     assert torch.isfinite(x.grad).all()
+
+
+INFERENCE_CASES = [
+    ("lstm", {}),
+    ("lstm", {"coupled": True, "forget_bias": 1.0}),
+    ("lstm", {"peephole": True}),
+    ("lstm", {"layer_norm": True, "proj_size": 3}),
+    ("gru", {}),
+    ("gru", {"reset_after": False}),
+    ("rnn", {}),
+]
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize(("cell", "options"), INFERENCE_CASES)
+def test_fused_inference_on_cuda_matches_cpu_reference(cell, options, lengths):
+    """The fused kernels' forward-only paths (torch's kernels where they compute the cell, cuDNN
+    on CUDA; the forward-only loop elsewhere) under no_grad, float64."""
+    torch.manual_seed(0)
+    cpu = make_layer(cell, 4, 6, num_layers=2, batch_first=True, backend="reference", **options)
+    gpu = make_layer(cell, 4, 6, num_layers=2, batch_first=True, backend="fused", **options)
+    cpu, gpu = cpu.double().eval(), gpu.double()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.cuda().eval()
+    x = torch.randn(3, 7, 4, dtype=torch.float64)
+    kwargs = {"lengths": torch.tensor([7, 3, 5])} if lengths else {}
+    with torch.no_grad():
+        want, _ = cpu(x, **kwargs)
+        got, _ = gpu(x.cuda(), **kwargs)
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-10)
