@@ -4,7 +4,8 @@ When autograd records nothing (``torch.no_grad``, ``inference_mode``, weights an
 not require grad) the fused LSTM and GRU scans skip their autograd Functions where torch's own
 kernels compute the configuration (coupled LSTM gates through the negated forget block), the
 other LSTMs run a forward-only loop that saves nothing, and every kernel's matmuls may go
-through oneDNN.
+through oneDNN. The loops run twice: with their element-wise steps compiled
+(:mod:`rnnkit.backends.cpu_kernels`) and as eager operations.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import itertools
 import pytest
 import torch
 
-from rnnkit.backends import fused_elman, fused_gru, fused_lstm, kernel_parts
+from rnnkit.backends import cpu_kernels, fused_elman, fused_gru, fused_lstm, kernel_parts
 from rnnkit.backends.kernel_parts import input_projection, needs_backward
 from rnnkit.backends.reference import scan
 from rnnkit.cells import ElmanCell, GRUCell, HiddenState, LSTMCell
@@ -59,6 +60,26 @@ def forbid(monkeypatch, function):
     monkeypatch.setattr(function, "forward", staticmethod(refuse))
 
 
+@pytest.fixture(params=["compiled", "eager"])
+def steps(request, monkeypatch):
+    """Each forward-only loop with its element-wise steps compiled, then eager. Yields the number
+    of sequences the compiled loops ran (a list, appended to)."""
+    ran = []
+    if request.param == "eager":
+        monkeypatch.setattr(cpu_kernels, "serves", lambda *tensors: False)
+    elif cpu_kernels.library() is None:
+        pytest.skip("no C++ compiler to build rnnkit's CPU kernels")
+    for name in ("lstm_forward_only", "gru_forward_only"):
+        compiled = getattr(cpu_kernels, name)
+
+        def counted(*args, _compiled=compiled, **kwargs):
+            ran.append(1)
+            return _compiled(*args, **kwargs)
+
+        monkeypatch.setattr(cpu_kernels, name, counted)
+    return request.param, ran
+
+
 LSTM_GRID = [
     dict(zip(("peephole", "coupled", "layer_norm", "proj_size", "forget_bias", "bias"), v))
     for v in itertools.product(
@@ -69,7 +90,7 @@ LSTM_GRID = [
 
 @pytest.mark.parametrize("keep_kind", ["none", "lengths", "zoneout"])
 @pytest.mark.parametrize("options", LSTM_GRID, ids=lambda o: ",".join(f"{v}" for v in o.values()))
-def test_lstm_forward_only_matches_reference(monkeypatch, options, keep_kind):
+def test_lstm_forward_only_matches_reference(monkeypatch, steps, options, keep_kind):
     cell = LSTMCell(I, H, **options).to(DOUBLE)
     weights = random_weights(cell, seed=3)
     gen = torch.Generator().manual_seed(4)
@@ -88,9 +109,12 @@ def test_lstm_forward_only_matches_reference(monkeypatch, options, keep_kind):
         for name, got, want in (("h", h, expected), ("h_T", h_T, h_ref), ("c_T", c_T, c_ref)):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"{mode} {name}")
     assert state.c.equal(state.c.clone()) and x.grad is None
+    torch_kernel = keep_kind == "none" and not (options["peephole"] or options["layer_norm"])
+    kind, ran = steps
+    assert len(ran) == (3 if kind == "compiled" and not torch_kernel else 0)
 
 
-def test_lstm_forward_only_leaves_its_inputs_unchanged():
+def test_lstm_forward_only_leaves_its_inputs_unchanged(steps):
     cell = LSTMCell(I, H, peephole=True, coupled=True).to(DOUBLE)
     weights = random_weights(cell, seed=0)
     x = torch.randn(T, B, I, dtype=DOUBLE)
@@ -114,7 +138,7 @@ def test_lstm_forward_only_leaves_its_inputs_unchanged():
         pytest.param(lambda b: ElmanCell(I, H, b, nonlinearity="elu"), id="elu"),
     ],
 )
-def test_gru_and_elman_inference_match_reference(cell_factory, bias, keep_kind):
+def test_gru_and_elman_inference_match_reference(steps, cell_factory, bias, keep_kind):
     cell = cell_factory(bias).to(DOUBLE)
     weights = random_weights(cell, seed=1)
     gen = torch.Generator().manual_seed(2)
@@ -128,6 +152,9 @@ def test_gru_and_elman_inference_match_reference(cell_factory, bias, keep_kind):
             h, final = kernel(cell, weights, x, state, keep)
         torch.testing.assert_close(h, expected, rtol=1e-12, atol=1e-12, msg=mode)
         torch.testing.assert_close(final.h, last.h, rtol=1e-12, atol=1e-12, msg=mode)
+    no_loop = isinstance(cell, ElmanCell) or (cell.reset_after and keep_kind == "none")
+    kind, ran = steps
+    assert len(ran) == (3 if kind == "compiled" and not no_loop else 0)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +236,7 @@ def onednn(monkeypatch):
     [{"peephole": True}, {"layer_norm": True, "proj_size": 3}, {"peephole": True, "coupled": True}],
     ids=["peephole", "layer_norm-proj", "peephole-coupled"],
 )
-def test_lstm_forward_only_with_onednn_step_products_in_float32(onednn, options):
+def test_lstm_forward_only_with_onednn_step_products_in_float32(onednn, steps, options):
     """The per-step products through oneDNN with a packed weight (forced at a small size)."""
     cell = LSTMCell(I, H, **options)
     gen = torch.Generator().manual_seed(0)

@@ -50,6 +50,17 @@ from rnnkit.errors import InvalidInputError
 CHECKSUM_KEY = "rnnkit_sha256"
 
 
+def cache_root() -> Path | None:
+    """rnnkit's cache folder (parsed music, compiled CPU kernels): ``$RNNKIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``; None when ``RNNKIT_CACHE_DIR`` is
+    ``off`` (or empty, ``0``, ``none``)."""
+    chosen = os.environ.get("RNNKIT_CACHE_DIR")
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "off", "0", "none") else Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rnnkit"
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """fsync a directory so that renames inside it survive a power loss (where supported)."""
     try:

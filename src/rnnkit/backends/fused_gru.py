@@ -23,11 +23,13 @@ At small sizes the per-operation overhead of the interpreter dominates, hence th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.backends import cpu_kernels
 from rnnkit.backends.kernel_parts import (
     apply_in_float32,
     input_projection,
@@ -87,10 +89,12 @@ def gru_scan(
         T, B, 3 * cell.hidden_size
     )
     keep_h = keep_field(keep, x, cell.hidden_size)
-    function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
-    hs = apply_in_float32(
-        function, gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h
-    )
+    args = (gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h)
+    if needs_backward(*args):
+        function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
+    else:  # inference: nothing saved; compiled element-wise steps on the CPU where they serve
+        function = partial(_forward_only, reset_after=cell.reset_after)
+    hs = apply_in_float32(function, *args)
     return hs[1:], HiddenState(hs[-1])
 
 
@@ -294,6 +298,17 @@ class GRUResetBeforeScan(torch.autograd.Function):
         dkeep = dh[1:] * diff * (1 - z) if keep is not None and need[4] else None
         dgi = dgates_flat if need[0] else None
         return dgi, dw_hh, db_hh, dh[0] if need[3] else None, dkeep
+
+
+def _forward_only(gi, w_hh, b_hh, h0, keep, reset_after):
+    """The forward of :class:`GRUResetAfterScan` / :class:`GRUResetBeforeScan` when nothing
+    needs a backward pass: with compiled element-wise steps where they serve
+    (:func:`rnnkit.backends.cpu_kernels.gru_forward_only`), else the Function's own forward
+    (which, with autograd recording nothing, saves nothing either)."""
+    args = (gi, w_hh, b_hh, h0, keep)
+    if cpu_kernels.serves(*args):
+        return cpu_kernels.gru_forward_only(*args, reset_after=reset_after)
+    return (GRUResetAfterScan if reset_after else GRUResetBeforeScan).apply(*args)
 
 
 def _mixing_weights(z: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -33,9 +33,11 @@ the carried ``dL/dc_{t-1}`` side by side. tanh is several times slower than sigm
 
 Inference. When autograd records nothing, no Function runs. Without peephole, layer norm and
 ``keep``, torch's own LSTM kernel computes the cell (:func:`_torch_kernel`; coupled gates as four
-blocks, the input block the negated forget block). Otherwise :func:`_lstm_forward_only` runs the
-same steps as the Function's forward but writes each step's gates into its own rows of the input
-pre-activations and keeps the cell state in one (B, H) buffer, saving nothing.
+blocks, the input block the negated forget block). Otherwise a forward-only loop runs the same
+steps as the Function's forward but writes each step's gates into its own rows of the input
+pre-activations and keeps the cell state in one (B, H) buffer, saving nothing: on the CPU with
+each step's element-wise part compiled (:func:`rnnkit.backends.cpu_kernels.lstm_forward_only`),
+elsewhere as eager operations (:func:`_lstm_forward_only`).
 
 Shapes: T steps, B batch, I ``input_size``, H ``hidden_size``, P ``proj_size`` or H,
 G = 4H (3H when coupled).
@@ -50,6 +52,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.backends import cpu_kernels
 from rnnkit.backends.kernel_parts import (
     apply_in_float32,
     input_projection,
@@ -144,7 +147,7 @@ def lstm_scan(
         keep_h,
         keep_c,
     )
-    recurrence = _LSTMRecurrence if needs_backward(*args) else _lstm_forward_only
+    recurrence = _LSTMRecurrence if needs_backward(*args) else _forward_only
     h, c_last = apply_in_float32(recurrence, *args)  # under autocast: the recurrence in float32
     return h, LSTMState(h[-1], c_last)
 
@@ -171,6 +174,14 @@ def _torch_kernel(cell: LSTMCell, weights: Mapping[str, Tensor], x: Tensor, stat
     hx = (state.h.unsqueeze(0).contiguous(), state.c.unsqueeze(0).contiguous())
     h, h_T, c_T = torch.lstm(x, hx, flat, True, 1, 0.0, False, False, False)
     return h, LSTMState(h_T[0], c_T[0])
+
+
+def _forward_only(*args):
+    """Inference: the loop with compiled element-wise steps where they serve
+    (:mod:`~rnnkit.backends.cpu_kernels`), else the eager loop; same arguments and result."""
+    if cpu_kernels.serves(*args):
+        return cpu_kernels.lstm_forward_only(*args)
+    return _lstm_forward_only(*args)
 
 
 def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,

@@ -31,6 +31,8 @@ def environment() -> dict:
         backends = available_backends()
     except ImportError:  # pragma: no cover
         backends = {}
+    from rnnkit.backends import cpu_kernels
+
     try:
         from rnnkit.train import TensorBoard
 
@@ -64,6 +66,7 @@ def environment() -> dict:
             if ok
         ],
         "backends": backends,
+        "cpu_kernels": cpu_kernels.status(),
         "tensorboard": tensorboard,
     }
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from rnnkit.data.packages import package_dir
 from rnnkit.errors import InvalidInputError
+from rnnkit.io import cache_root
 
 log = logging.getLogger("rnnkit.data.music")
 
@@ -253,13 +254,8 @@ CACHE_FORMAT = 1
 
 def cache_dir() -> Path | None:
     """Where quantised pieces are cached (None: ``RNNKIT_CACHE_DIR=off``)."""
-    chosen = os.environ.get("RNNKIT_CACHE_DIR")
-    if chosen is not None:
-        return (
-            None if chosen.strip().lower() in ("", "off", "0", "none") else Path(chosen) / "music"
-        )
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rnnkit" / "music"
+    root = cache_root()
+    return None if root is None else root / "music"
 
 
 def _cache_path(ref: PieceRef, resolution: float) -> Path | None:

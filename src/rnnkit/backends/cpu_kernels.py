@@ -1,0 +1,316 @@
+r"""Compiled element-wise steps for LSTM and GRU inference on the CPU.
+
+The forward-only loops of the fused kernels (inference: nothing needs a backward pass) spend much
+of their time between the matmuls: a peephole LSTM step is one matmul and ten eager element-wise
+operations, each a dispatch and a pass over the (B, 4H) gates. Here that stretch of a step is one
+call into a small C++ file (``cpu_kernels.cpp``) that does it in one pass per row, the rows split
+between torch's threads (the same OpenMP runtime); the matmuls stay torch's
+(:func:`~rnnkit.backends.kernel_parts.step_matmul`: oneDNN with the weight packed once, or BLAS).
+
+It serves what torch's own kernels cannot: LSTM with peephole, layer norm, coupled gates, ``keep``
+(lengths, zoneout) and ``proj_size`` in any combination, the GRU's ``reset_after=False`` form, and
+either GRU form with ``keep``.
+
+Build. The file is compiled once per machine with the system C++ compiler (``$CXX``, else
+``c++``, ``g++`` or ``clang++``), without torch's headers, in about a second. The library is
+cached under ``kernels/`` in rnnkit's cache folder (:func:`rnnkit.io.cache_root`), named by a
+hash of the source, the compiler, its flags and the CPU (with ``RNNKIT_CACHE_DIR=off``, in a
+temporary folder). Where no compiler is found or the build fails, one warning is logged and the
+eager loops run instead: the same function either way (tests hold both to the readable
+reference). ``RNNKIT_CPU_KERNELS=0`` turns the compiled steps off.
+
+They run only on plain CPU tensors in float32 or float64 outside tracing (``torch.compile``,
+``torch.export`` and fake tensors see the eager loops), see :func:`serves`. Float32 uses a
+polynomial ``exp`` (relative error about 2e-7) that the compiler vectorises; float64 uses libm.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rnnkit.backends.kernel_parts import input_projection, step_matmul
+from rnnkit.cells.lstm import LAYER_NORM_EPS
+from rnnkit.io import cache_root
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
+ABI = 1  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
+         "-fopenmp")  # fmt: skip
+BUILD_TIMEOUT_S = 120
+
+_LSTM_FIELDS = ("batch", "hidden", "blocks", "coupled", "threads")
+_LSTM_POINTERS_1 = ("gain_hh", "w_ci", "w_cf", "w_co", "gain_c", "bias_c")
+_LSTM_POINTERS_2 = ("c", "keep_c", "m", "h", "h0", "keep_h", "row")
+_GRU_FIELDS = ("batch", "hidden", "reset_before", "threads")
+
+
+def _struct(name: str, real, layout) -> type[ctypes.Structure]:
+    """A ctypes mirror of one of the source's step structs (same fields, same order)."""
+    fields = []
+    for kind, names in layout:
+        ctype = {"int": ctypes.c_int64, "ptr": ctypes.c_void_p, "real": real}[kind]
+        fields += [(n, ctype) for n in names]
+    return type(name, (ctypes.Structure,), {"_fields_": fields})
+
+
+_LSTM_LAYOUT = (("int", _LSTM_FIELDS), ("ptr", _LSTM_POINTERS_1), ("real", ("eps",)),
+                ("ptr", _LSTM_POINTERS_2))  # fmt: skip
+_GRU_LAYOUT = (
+    ("int", (*_GRU_FIELDS, "rz_stride")),
+    ("ptr", ("gi_n", "rh", "h", "keep")),
+)
+_STRUCTS = {
+    (kind, dtype): _struct(f"{kind}_{suffix}", real, layout)
+    for kind, layout in (("lstm", _LSTM_LAYOUT), ("gru", _GRU_LAYOUT))
+    for dtype, suffix, real in (
+        (torch.float32, "f32", ctypes.c_float),
+        (torch.float64, "f64", ctypes.c_double),
+    )
+}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_PLAIN = (Tensor, torch.nn.Parameter)  # not fake, functional or other traced subclasses
+
+
+def _compiler() -> str | None:
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
+def _machine_flags() -> list[str]:
+    # -march=native: the library is built on the machine that runs it and cached per CPU.
+    return ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else []
+
+
+def _cpu_identity() -> str:
+    """What the build depends on besides the source: the CPU's instruction sets."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build(force: bool = False) -> Path:
+    """Compile ``cpu_kernels.cpp`` into the cache (if not there already) and return its path.
+
+    Raises:
+        RuntimeError: no C++ compiler, or the compiler failed (its first error line included).
+    """
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
+    flags = [*FLAGS, *_machine_flags()]
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
+                 _cpu_identity().encode()):  # fmt: skip
+        key.update(part)
+    root = cache_root()
+    folder = Path(tempfile.mkdtemp(prefix="rnnkit-")) if root is None else root / "kernels"
+    target = folder / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+    if target.exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=".cpu_kernels-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [compiler, *flags, str(SOURCE), "-o", partial],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.splitlines() if "error" in ln] or [done.stderr]
+            raise RuntimeError(f"{Path(compiler).name} failed: {lines[0].strip()[:300]}")
+        os.replace(partial, target)  # atomic: concurrent builders each write a whole file
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+_why_unavailable: dict[str, str] = {}  # library()'s reason for None, under "reason"
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled steps, built on first use; None where they are off or cannot be built (the
+    reason is logged once, and :func:`status` says it)."""
+    if os.environ.get("RNNKIT_CPU_KERNELS", "1") == "0":
+        _why_unavailable["reason"] = "off (RNNKIT_CPU_KERNELS=0)"
+        return None
+    if os.name != "posix":
+        _why_unavailable["reason"] = f"not built on {os.name}"
+        return None
+    try:
+        lib = ctypes.CDLL(str(build()))
+        if lib.rnnkit_kernels_abi() != ABI:
+            raise RuntimeError(f"{lib._name} is not the ABI {ABI} library")
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        _why_unavailable["reason"] = f"unavailable: {error}"
+        logger.warning(
+            "rnnkit: compiled CPU inference steps unavailable (%s); using the eager loops", error
+        )
+        return None
+    # Each call: the struct, the step, then the step's own rows (pointers, as ints).
+    for kind, rows in (("lstm_step", 2), ("gru_gates", 1), ("gru_update", 2)):
+        for dtype, suffix in _SUFFIX.items():
+            function = getattr(lib, f"rnnkit_{kind}_{suffix}")
+            struct = _STRUCTS[(kind.split("_")[0], dtype)]
+            function.argtypes = [ctypes.POINTER(struct), ctypes.c_int64, *[ctypes.c_void_p] * rows]
+            function.restype = None
+    return lib
+
+
+def status() -> str:
+    """One line for ``rnnkit env``: where the library is, or why there is none."""
+    lib = library()
+    return f"built ({lib._name})" if lib is not None else _why_unavailable["reason"]
+
+
+def serves(*tensors: Tensor | None) -> bool:
+    """Whether the compiled steps can run on these tensors: plain (not fake, not functional)
+    CPU tensors of one dtype, float32 or float64, outside ``torch.compile``/``torch.export``
+    tracing, and the library is built."""
+    present = [t for t in tensors if isinstance(t, Tensor)]
+    if not present or torch.compiler.is_compiling():
+        return False
+    dtype = present[0].dtype
+    plain = all(
+        type(t) in _PLAIN
+        and t.device.type == "cpu"
+        and t.dtype == dtype
+        and t.layout == torch.strided
+        for t in present
+    )
+    return plain and dtype in _SUFFIX and library() is not None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _dense(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
+                      g_c, b_c, keep_h, keep_c):  # fmt: skip
+    """:func:`rnnkit.backends.fused_lstm._lstm_forward_only` with each step's element-wise part
+    compiled: same arguments (the fused kernel's internal gate order, candidate rows doubled),
+    same ``(h (T, B, P), c_T (B, H))``. Call only where :func:`serves` says so."""
+    T, B = xi.shape[:2]
+    G, H, P = w_hh.shape[0], c0.shape[1], h0.shape[1]
+    k = G // H
+    layer_norm = g_hh is not None
+    new = xi.new_empty
+    if layer_norm:  # the input side, normalised, for all steps: LN(W_ih x_t) g_ih + b
+        raw = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, k, H)
+        normed = torch.native_layer_norm(raw, (H,), None, None, LAYER_NORM_EPS)[0]
+        gates = normed.view(T, B, G).mul_(g_ih)
+        if bias is not None:
+            gates.add_(bias)
+    else:
+        gates = xi.contiguous()  # a fresh tensor of lstm_scan's: overwritten step by step
+    h_all = new(T, B, P)
+    c = c0.clone(memory_format=torch.contiguous_format)
+    projected = w_hr is not None
+    m = new(B, H) if projected else None
+    h_mix = new(B, P) if projected and keep_h is not None else None
+    keep_h_dense = None if projected else _dense(keep_h)
+    h0_dense = h0.contiguous()
+    row = new(B, H)
+    dense = [_dense(v) for v in (g_hh, w_ci, w_cf, w_co, g_c, b_c)]
+    keep_c_dense = _dense(keep_c)
+    struct = _STRUCTS[("lstm", xi.dtype)](
+        B, H, k, int(bool(coupled)), torch.get_num_threads(), *map(_ptr, dense), LAYER_NORM_EPS,
+        c.data_ptr(), _ptr(keep_c_dense), _ptr(m), h_all.data_ptr(), h0_dense.data_ptr(),
+        _ptr(keep_h_dense), row.data_ptr(),
+    )  # fmt: skip
+    step = getattr(library(), f"rnnkit_lstm_step_{_SUFFIX[xi.dtype]}")
+    args = ctypes.byref(struct)
+    recurrent = step_matmul(w_hh, B, T)
+    w_hr_t = w_hr.t() if projected else None
+    hp = h0
+    for t, (a, h) in enumerate(zip(gates.unbind(0), h_all.unbind(0))):
+        # The step's pre-activations: its rows of gates with W_hh h_{t-1} added (in place, or a
+        # fresh tensor from oneDNN); with layer norm the rows and W_hh h_{t-1} apart.
+        if layer_norm:
+            r = recurrent(hp)
+            step(args, t, a.data_ptr(), r.data_ptr())
+        else:
+            a = recurrent(hp, a)
+            step(args, t, a.data_ptr(), None)
+        if projected:
+            if keep_h is None:
+                torch.mm(m, w_hr_t, out=h)
+            else:
+                torch.lerp(torch.mm(m, w_hr_t, out=h_mix), hp, keep_h[t], out=h)
+        hp = h
+    return h_all, c
+
+
+def gru_forward_only(gi: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor,
+                     keep: Tensor | None, reset_after: bool) -> Tensor:  # fmt: skip
+    """The forward of :class:`~rnnkit.backends.fused_gru.GRUResetAfterScan` /
+    ``GRUResetBeforeScan`` with each step's element-wise parts compiled: same arguments,
+    same ``hs`` (T + 1, B, H). Call only where :func:`serves` says so."""
+    T, B, G = gi.shape
+    H = G // 3
+    new = gi.new_empty
+    hs = new(T + 1, B, H)
+    hs[0] = h0
+    if reset_after:  # rows [gi_r + b_hr, gi_z + b_hz, b_hn], then + W_hh h_{t-1} each step
+        rz = new(T, B, G)
+        rz[..., : 2 * H] = gi[..., : 2 * H]
+        rz[..., 2 * H :] = 0
+        if b_hh is not None:
+            rz += b_hh
+        n = gi[..., 2 * H :].contiguous()  # gi_n, read by the update
+    else:
+        rz = gi[..., : 2 * H] + (0 if b_hh is None else b_hh[: 2 * H])
+        n = gi[..., 2 * H :] + (0 if b_hh is None else b_hh[2 * H :])
+        rz, n = rz.contiguous(), n.contiguous()
+    rh = new(B, H)  # r ⊙ h_{t-1} (reset_before), n_t (reset_after)
+    keep_dense = _dense(keep)
+    struct = _STRUCTS[("gru", gi.dtype)](
+        B, H, int(not reset_after), torch.get_num_threads(), rz.shape[2],
+        n.data_ptr() if reset_after else None, rh.data_ptr(), hs.data_ptr(), _ptr(keep_dense),
+    )  # fmt: skip
+    suffix = _SUFFIX[gi.dtype]
+    gates = getattr(library(), f"rnnkit_gru_gates_{suffix}")
+    update = getattr(library(), f"rnnkit_gru_update_{suffix}")
+    args = ctypes.byref(struct)
+    steps_h, steps_rz, steps_n = hs.unbind(0), rz.unbind(0), n.unbind(0)
+    # Each product adds W h into the step's rows in place or returns a fresh tensor (oneDNN);
+    # the compiled parts read whichever it is.
+    if reset_after:
+        recurrent = step_matmul(w_hh, B, T)
+        for t in range(T):
+            a = recurrent(steps_h[t], steps_rz[t])
+            update(args, t, a.data_ptr(), rh.data_ptr())
+    else:
+        recurrent_rz = step_matmul(w_hh[: 2 * H], B, T)
+        recurrent_n = step_matmul(w_hh[2 * H :], B, T)
+        for t in range(T):
+            a = recurrent_rz(steps_h[t], steps_rz[t])
+            gates(args, t, a.data_ptr())
+            a_n = recurrent_n(rh, steps_n[t])
+            update(args, t, a.data_ptr(), a_n.data_ptr())
+    return hs

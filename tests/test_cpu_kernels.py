@@ -1,0 +1,210 @@
+"""rnnkit.backends.cpu_kernels: the compiled element-wise steps of CPU inference.
+
+Their float64 agreement with the readable reference over every LSTM option and keep kind is in
+test_inference_paths.py (each test there runs compiled and eager). Here: float32 at sizes whose
+rows do not fill a vector register, the rows split between threads, the build and its cache,
+and the fall-back to the eager loops when the library cannot be had or must not be used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.backends import cpu_kernels, fused_gru, fused_lstm, kernel_parts
+from rnnkit.backends.reference import scan
+from rnnkit.cells import GRUCell, LSTMCell
+
+pytestmark = pytest.mark.skipif(
+    cpu_kernels.library() is None, reason="no C++ compiler to build rnnkit's CPU kernels"
+)
+
+LSTM_OPTIONS = [
+    {"peephole": True},
+    {"peephole": True, "coupled": True, "forget_bias": 1.0},
+    {"layer_norm": True},
+    {"layer_norm": True, "peephole": True, "proj_size": 5},
+    {"coupled": True},
+]
+
+
+def random_cell_weights(cell, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return {n: 0.3 * torch.randn(p.shape, generator=gen) for n, p in cell.weights().items()}
+
+
+def lengths_keep(T, B, size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    mask = (torch.arange(T)[:, None] >= lengths[None, :]).float().unsqueeze(-1)
+    return mask.expand(T, B, size)
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch):
+    """Counts the sequences the compiled loops run."""
+    ran = []
+    for name in ("lstm_forward_only", "gru_forward_only"):
+        compiled = getattr(cpu_kernels, name)
+
+        def counted(*args, _compiled=compiled, _name=name, **kwargs):
+            ran.append(_name)
+            return _compiled(*args, **kwargs)
+
+        monkeypatch.setattr(cpu_kernels, name, counted)
+    return ran
+
+
+@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "-".join(o))
+def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, masked, onednn):
+    """H = 37 and B = 5: vector loops with remainders; float32 within 1e-5 of float64."""
+    if onednn:
+        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+    T, B, I, H = 20, 5, 11, 37
+    cell = LSTMCell(I, H, **options)
+    weights = random_cell_weights(cell, seed=0)
+    x = 2 * torch.randn(T, B, I, generator=torch.Generator().manual_seed(1))
+    state = cell.initial_state(B)
+    P = cell.output_size
+    keep = (lengths_keep(T, B, P, 2), lengths_keep(T, B, H, 2)) if masked else None
+    double = {n: w.double() for n, w in weights.items()}
+    want, (_, c_want) = scan(
+        cell.double(), double, x.double(), type(state)(*(s.double() for s in state)),
+        None if keep is None else tuple(k.double() for k in keep),
+    )  # fmt: skip
+    with torch.no_grad():
+        got, (_, c_got) = fused_lstm.lstm_scan(cell.float(), weights, x, state, keep)
+    torch_kernel = not masked and not (cell.peephole or cell.layer_norm)
+    assert compiled_calls == ([] if torch_kernel else ["lstm_forward_only"])
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_got, c_want.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_gru_float32_matches_reference(compiled_calls, reset_after, masked):
+    T, B, I, H = 20, 5, 11, 37
+    if reset_after and not masked:
+        pytest.skip("torch's own GRU kernel computes it")
+    cell = GRUCell(I, H, reset_after=reset_after)
+    weights = random_cell_weights(cell, seed=3)
+    x = 2 * torch.randn(T, B, I, generator=torch.Generator().manual_seed(4))
+    state = cell.initial_state(B)
+    keep = (lengths_keep(T, B, H, 5),) if masked else None
+    double = {n: w.double() for n, w in weights.items()}
+    want, _ = scan(
+        cell.double(), double, x.double(), type(state)(state.h.double()),
+        None if keep is None else (keep[0].double(),),
+    )  # fmt: skip
+    with torch.no_grad():
+        got, last = fused_gru.gru_scan(cell.float(), weights, x, state, keep)
+    assert compiled_calls == ["gru_forward_only"]
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [LSTMCell(24, 128, peephole=True, layer_norm=True), GRUCell(24, 128, reset_after=False)],
+    ids=["lstm", "gru"],
+)
+def test_rows_split_between_threads_give_the_same_bits(cell):
+    """B·H = 4096 is above the threshold at which rows are split between threads."""
+    x = torch.randn(30, 32, 24)
+    state = cell.initial_state(32)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                results.append(cell.fused_kernel()(cell, cell.weights(), x, state)[0])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(*results)
+
+
+def test_a_layer_in_eval_gives_its_training_forward():
+    """A user's view: a stacked bidirectional peephole/layer-norm LSTM on padded sequences, under
+    inference_mode, as the forward that records the hand-written backward."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(6, 20, num_layers=2, bidirectional=True, peephole=True, layer_norm=True,
+                        batch_first=True)  # fmt: skip
+    x = torch.randn(4, 15, 6)
+    lengths = torch.tensor([15, 9, 3, 1])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+    train_out, (h_train, c_train) = layer(packed)
+    assert train_out.data.requires_grad
+    with torch.inference_mode():
+        out, (h, c) = layer(packed)
+    torch.testing.assert_close(out.data, train_out.data.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, h_train.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c, c_train.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_the_build_is_cached_and_rebuilt_on_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
+    first = cpu_kernels.build()
+    assert first.parent == tmp_path / "kernels" and first.suffix == ".so"
+    stamp = first.stat().st_mtime_ns
+    assert cpu_kernels.build() == first and first.stat().st_mtime_ns == stamp
+    assert cpu_kernels.build(force=True) == first
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no partial files left
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """library() forgets its answer before and after the test, with an empty cache."""
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
+    cpu_kernels.library.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_kernels.library.cache_clear()
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_loops(fresh_library, monkeypatch, caplog):
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    with caplog.at_level(logging.WARNING, logger="rnnkit.backends.cpu_kernels"):
+        assert cpu_kernels.library() is None
+    assert "compiled CPU inference steps unavailable" in caplog.text
+    assert "using the eager loops" in caplog.text
+    assert cpu_kernels.status().startswith("unavailable: false failed")
+    cell = LSTMCell(5, 7, peephole=True)
+    x = torch.randn(9, 2, 5)
+    state = cell.initial_state(2)
+    want, _ = scan(cell, cell.weights(), x, state)
+    with torch.no_grad():
+        got, _ = fused_lstm.lstm_scan(cell, cell.weights(), x, state)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_turned_off_by_the_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPU_KERNELS", "0")
+    assert cpu_kernels.library() is None
+    assert not cpu_kernels.serves(torch.zeros(2))
+    assert cpu_kernels.status() == "off (RNNKIT_CPU_KERNELS=0)"
+
+
+def test_env_reports_the_library():
+    from rnnkit.cli.env import environment
+
+    assert environment()["cpu_kernels"].startswith("built (")
+
+
+def test_serves_only_plain_cpu_float_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    a = torch.zeros(2)
+    assert cpu_kernels.serves(a, None, torch.nn.Parameter(torch.zeros(3)), True)
+    assert cpu_kernels.serves(a.double(), a.double())
+    assert not cpu_kernels.serves(a, a.double())  # mixed dtypes
+    assert not cpu_kernels.serves(a.half())
+    assert not cpu_kernels.serves(None, False)
+    with FakeTensorMode():
+        fake = torch.zeros(2)
+    assert not cpu_kernels.serves(fake)
