@@ -22,6 +22,16 @@ reference). ``RNNKIT_CPU_KERNELS=0`` turns the compiled steps off.
 They run only on plain CPU tensors in float32 or float64 outside tracing (``torch.compile``,
 ``torch.export`` and fake tensors see the eager loops), see :func:`serves`. Float32 uses a
 polynomial ``exp`` (relative error about 2e-7) that the compiler vectorises; float64 uses libm.
+
+Example::
+
+    >>> layer = rnnkit.LSTM(8, 16, peephole=True)  # no torch kernel: the fused backend
+    >>> with torch.no_grad():  # inference: the forward-only loop, compiled steps where they serve
+    ...     out, (h, c) = layer(torch.randn(5, 3, 8))
+    >>> out.shape
+    torch.Size([5, 3, 16])
+    >>> status().startswith(("built", "off", "unavailable", "not built"))
+    True
 """
 
 from __future__ import annotations
