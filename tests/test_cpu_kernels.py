@@ -58,14 +58,22 @@ def compiled_calls(monkeypatch):
     return ran
 
 
+def force_onednn(monkeypatch):
+    """oneDNN for every per-step product, whatever its size: new products the steps add."""
+    if kernel_parts._ONEDNN_LINEAR is None:
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
+    monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+    assert not kernel_parts.step_matmul(torch.zeros(4, 2), 1, 1).adds_in_place
+
+
 @pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "-".join(o))
 def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, masked, onednn):
     """H = 37 and B = 5: vector loops with remainders; float32 within 1e-5 of float64."""
     if onednn:
-        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_WORK", 0)
-        monkeypatch.setattr(kernel_parts, "STEP_MATMUL_MIN_STEPS", 0)
+        force_onednn(monkeypatch)
     T, B, I, H = 20, 5, 11, 37
     cell = LSTMCell(I, H, **options)
     weights = random_cell_weights(cell, seed=0)
@@ -86,9 +94,12 @@ def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, ma
     torch.testing.assert_close(c_got, c_want.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-def test_gru_float32_matches_reference(compiled_calls, reset_after, masked):
+def test_gru_float32_matches_reference(monkeypatch, compiled_calls, reset_after, masked, onednn):
+    if onednn:
+        force_onednn(monkeypatch)
     T, B, I, H = 20, 5, 11, 37
     if reset_after and not masked:
         pytest.skip("torch's own GRU kernel computes it")

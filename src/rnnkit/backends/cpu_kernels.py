@@ -57,7 +57,7 @@ from rnnkit.io import cache_root
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-ABI = 1  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
+ABI = 2  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
          "-fopenmp")  # fmt: skip
 BUILD_TIMEOUT_S = 120
@@ -79,10 +79,7 @@ def _struct(name: str, real, layout) -> type[ctypes.Structure]:
 
 _LSTM_LAYOUT = (("int", _LSTM_FIELDS), ("ptr", _LSTM_POINTERS_1), ("real", ("eps",)),
                 ("ptr", _LSTM_POINTERS_2))  # fmt: skip
-_GRU_LAYOUT = (
-    ("int", (*_GRU_FIELDS, "rz_stride")),
-    ("ptr", ("gi_n", "rh", "h", "keep")),
-)
+_GRU_LAYOUT = (("int", _GRU_FIELDS), ("ptr", ("rz", "n", "b_hn", "rh", "h", "keep")))
 _STRUCTS = {
     (kind, dtype): _struct(f"{kind}_{suffix}", real, layout)
     for kind, layout in (("lstm", _LSTM_LAYOUT), ("gru", _GRU_LAYOUT))
@@ -259,14 +256,11 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
     w_hr_t = w_hr.t() if projected else None
     hp = h0
     for t, (a, h) in enumerate(zip(gates.unbind(0), h_all.unbind(0))):
-        # The step's pre-activations: its rows of gates with W_hh h_{t-1} added (in place, or a
-        # fresh tensor from oneDNN); with layer norm the rows and W_hh h_{t-1} apart.
-        if layer_norm:
+        if recurrent.adds_in_place and not layer_norm:  # BLAS: W_hh h_{t-1} added into a
+            step(args, t, recurrent(hp, a).data_ptr(), None)
+        else:  # a new W_hh h_{t-1} (held while the step reads it), which the step adds
             r = recurrent(hp)
             step(args, t, a.data_ptr(), r.data_ptr())
-        else:
-            a = recurrent(hp, a)
-            step(args, t, a.data_ptr(), None)
         if projected:
             if keep_h is None:
                 torch.mm(m, w_hr_t, out=h)
@@ -286,41 +280,41 @@ def gru_forward_only(gi: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor,
     new = gi.new_empty
     hs = new(T + 1, B, H)
     hs[0] = h0
-    if reset_after:  # rows [gi_r + b_hr, gi_z + b_hz, b_hn], then + W_hh h_{t-1} each step
-        rz = new(T, B, G)
-        rz[..., : 2 * H] = gi[..., : 2 * H]
-        rz[..., 2 * H :] = 0
-        if b_hh is not None:
-            rz += b_hh
-        n = gi[..., 2 * H :].contiguous()  # gi_n, read by the update
-    else:
-        rz = gi[..., : 2 * H] + (0 if b_hh is None else b_hh[: 2 * H])
-        n = gi[..., 2 * H :] + (0 if b_hh is None else b_hh[2 * H :])
-        rz, n = rz.contiguous(), n.contiguous()
-    rh = new(B, H)  # r ⊙ h_{t-1} (reset_before), n_t (reset_after)
+    # The input side with the biases that do not wait for r: rz (T, B, 2H), n (T, B, H).
+    rz = gi[..., : 2 * H] if b_hh is None else gi[..., : 2 * H] + b_hh[: 2 * H]
+    n = gi[..., 2 * H :] if b_hh is None or reset_after else gi[..., 2 * H :] + b_hh[2 * H :]
+    rz, n = rz.contiguous(), n.contiguous()
+    b_hn = b_hh[2 * H :].contiguous() if b_hh is not None and reset_after else None
+    rh = new(B, H)  # r ⊙ h_{t-1}
     keep_dense = _dense(keep)
     struct = _STRUCTS[("gru", gi.dtype)](
-        B, H, int(not reset_after), torch.get_num_threads(), rz.shape[2],
-        n.data_ptr() if reset_after else None, rh.data_ptr(), hs.data_ptr(), _ptr(keep_dense),
+        B, H, int(not reset_after), torch.get_num_threads(), rz.data_ptr(), n.data_ptr(),
+        _ptr(b_hn), rh.data_ptr(), hs.data_ptr(), _ptr(keep_dense),
     )  # fmt: skip
     suffix = _SUFFIX[gi.dtype]
     gates = getattr(library(), f"rnnkit_gru_gates_{suffix}")
     update = getattr(library(), f"rnnkit_gru_update_{suffix}")
     args = ctypes.byref(struct)
-    steps_h, steps_rz, steps_n = hs.unbind(0), rz.unbind(0), n.unbind(0)
-    # Each product adds W h into the step's rows in place or returns a fresh tensor (oneDNN);
-    # the compiled parts read whichever it is.
+    steps_h = hs.unbind(0)
     if reset_after:
         recurrent = step_matmul(w_hh, B, T)
         for t in range(T):
-            a = recurrent(steps_h[t], steps_rz[t])
-            update(args, t, a.data_ptr(), rh.data_ptr())
+            p = recurrent(steps_h[t])  # held while the step reads it
+            update(args, t, p.data_ptr(), None)
     else:
         recurrent_rz = step_matmul(w_hh[: 2 * H], B, T)
         recurrent_n = step_matmul(w_hh[2 * H :], B, T)
+        in_place = recurrent_rz.adds_in_place  # BLAS: the products added into rz and n
+        steps_rz, steps_n = rz.unbind(0), n.unbind(0)
         for t in range(T):
-            a = recurrent_rz(steps_h[t], steps_rz[t])
-            gates(args, t, a.data_ptr())
-            a_n = recurrent_n(rh, steps_n[t])
-            update(args, t, a.data_ptr(), a_n.data_ptr())
+            if in_place:
+                recurrent_rz(steps_h[t], steps_rz[t])
+                gates(args, t, None)
+                recurrent_n(rh, steps_n[t])
+                update(args, t, None, None)
+            else:  # new products, held while the steps read them
+                p = recurrent_rz(steps_h[t])
+                gates(args, t, p.data_ptr())
+                q = recurrent_n(rh)
+                update(args, t, None, q.data_ptr())
     return hs

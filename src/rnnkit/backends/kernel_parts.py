@@ -90,7 +90,10 @@ def step_matmul(weight: Tensor, batch: int, steps: int):
     ``other``. On the CPU in float32, when the product is large enough and the sequence long
     enough (see :data:`STEP_MATMUL_MIN_WORK`), oneDNN's matmul with the weight packed once for all
     steps; otherwise ``torch.addmm``. Not differentiable: for the inside of the fused Functions
-    (forward and backward) and for inference.
+    (forward and backward) and for inference. The function's ``adds_in_place`` says whether
+    ``product(h, other)`` adds into ``other`` in place (``addmm_``, no new tensor) or computes a
+    new one (oneDNN, whose matmul with an added operand is slower than the plain one: callers
+    that can add the product themselves do better with ``product(h)`` there).
     """
     G, P = weight.shape
     fast = (
@@ -112,6 +115,7 @@ def step_matmul(weight: Tensor, batch: int, steps: int):
                 result = op.binary(h, other, packed, None, "add")
             return result if out is None else out.copy_(result)
 
+        product.adds_in_place = False
         return product
     weight_t = weight.t()
 
@@ -122,6 +126,7 @@ def step_matmul(weight: Tensor, batch: int, steps: int):
             return other.addmm_(h, weight_t)
         return torch.addmm(other, h, weight_t, out=out)
 
+    product.adds_in_place = True
     return product
 
 
