@@ -65,8 +65,8 @@ inline void moments(const T* v, std::int64_t n, T eps, T* mean, T* rstd) {
 
 // One LSTM step. Gate blocks in the fused kernel's order (o, i, f, g), coupled (o, f, g); the
 // candidate's pre-activations arrive doubled, g = 2σ(a_g) - 1 = tanh(a_g / 2 · 2).
-//   a = a_x + r,   layer norm: a = a_x + LN(r) ⊙ g_hh per block   (r = W_hh h_{t-1}; the gains
-//   and weights carry the doubling)
+//   a = a_x + r,   layer norm: a = LN(a_x) ⊙ g_ih + b + LN(r) ⊙ g_hh per block, a_x = W_ih x_t
+//   (r = W_hh h_{t-1}; the gains, the bias and the weights carry the doubling)
 //   i, f = σ(a_i + w_ci ⊙ c_{t-1}), σ(a_f + w_cf ⊙ c_{t-1})   (coupled: i = 1 - f)
 //   c̃ = f ⊙ c_{t-1} + i ⊙ g,   o = σ(a_o + w_co ⊙ c̃)
 //   m = o ⊙ tanh(c̃)   (layer norm: tanh(LN(c̃) ⊙ g_c + b_c))
@@ -74,6 +74,8 @@ inline void moments(const T* v, std::int64_t n, T eps, T* mean, T* rstd) {
 template <typename T>
 struct LSTMStep {
   std::int64_t batch, hidden, blocks, coupled, threads;
+  const T* gain_ih;    // layer norm: (blocks·H), else null
+  const T* bias;       // layer norm: (blocks·H) or null (without layer norm a_x holds it)
   const T* gain_hh;    // layer norm: (blocks·H), else null
   const T* w_ci;       // peephole (H) or null (null when coupled)
   const T* w_cf;       // peephole (H) or null
@@ -106,16 +108,27 @@ void lstm_step(const LSTMStep<T>& s, std::int64_t t, T* gates, const T* recurren
       const T* r = recurrent + b * G;
 #pragma omp simd
       for (std::int64_t j = 0; j < G; ++j) a[j] += r[j];
-    } else if (recurrent != nullptr) {
+    } else if (recurrent != nullptr) {  // layer norm: both sides, block by block
       const T* r = recurrent + b * G;
       for (std::int64_t q = 0; q < s.blocks; ++q) {
-        T mean, rstd;
-        moments(r + q * H, H, s.eps, &mean, &rstd);
-        const T* gain = s.gain_hh + q * H;
         T* aq = a + q * H;
         const T* rq = r + q * H;
+        const T* gain_x = s.gain_ih + q * H;
+        const T* gain_h = s.gain_hh + q * H;
+        T mean_x, rstd_x, mean_h, rstd_h;
+        moments(aq, H, s.eps, &mean_x, &rstd_x);
+        moments(rq, H, s.eps, &mean_h, &rstd_h);
+        if (s.bias != nullptr) {
+          const T* bq = s.bias + q * H;
 #pragma omp simd
-        for (std::int64_t j = 0; j < H; ++j) aq[j] += (rq[j] - mean) * rstd * gain[j];
+          for (std::int64_t j = 0; j < H; ++j)
+            aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + bq[j] +
+                    (rq[j] - mean_h) * rstd_h * gain_h[j];
+        } else {
+#pragma omp simd
+          for (std::int64_t j = 0; j < H; ++j)
+            aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + (rq[j] - mean_h) * rstd_h * gain_h[j];
+        }
       }
     }
     T* c = s.c + b * H;
@@ -282,7 +295,7 @@ void gru_update(const GRUStep<T>& s, std::int64_t t, const T* p_all, const T* q_
 extern "C" {
 
 // The calls cpu_kernels.py makes through ctypes: a struct filled once per sequence and a step.
-int rnnkit_kernels_abi() { return 2; }
+int rnnkit_kernels_abi() { return 3; }
 void rnnkit_lstm_step_f32(const LSTMStep<float>* s, std::int64_t t, float* a, const float* r) {
   lstm_step(*s, t, a, r);
 }

@@ -57,13 +57,13 @@ from rnnkit.io import cache_root
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-ABI = 2  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
+ABI = 3  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
          "-fopenmp")  # fmt: skip
 BUILD_TIMEOUT_S = 120
 
 _LSTM_FIELDS = ("batch", "hidden", "blocks", "coupled", "threads")
-_LSTM_POINTERS_1 = ("gain_hh", "w_ci", "w_cf", "w_co", "gain_c", "bias_c")
+_LSTM_POINTERS_1 = ("gain_ih", "bias", "gain_hh", "w_ci", "w_cf", "w_co", "gain_c", "bias_c")
 _LSTM_POINTERS_2 = ("c", "keep_c", "m", "h", "h0", "keep_h", "row")
 _GRU_FIELDS = ("batch", "hidden", "reset_before", "threads")
 
@@ -227,14 +227,11 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
     k = G // H
     layer_norm = g_hh is not None
     new = xi.new_empty
-    if layer_norm:  # the input side, normalised, for all steps: LN(W_ih x_t) g_ih + b
-        raw = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, k, H)
-        normed = torch.native_layer_norm(raw, (H,), None, None, LAYER_NORM_EPS)[0]
-        gates = normed.view(T, B, G).mul_(g_ih)
-        if bias is not None:
-            gates.add_(bias)
-    else:
-        gates = xi.contiguous()  # a fresh tensor of lstm_scan's: overwritten step by step
+    if layer_norm:  # W_ih x_t for all steps; each step normalises its rows (+ g_ih, b)
+        gates = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, G)
+    else:  # a fresh tensor of lstm_scan's: overwritten step by step
+        gates = xi.contiguous()
+        g_ih = bias = None
     h_all = new(T, B, P)
     c = c0.clone(memory_format=torch.contiguous_format)
     projected = w_hr is not None
@@ -243,7 +240,7 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
     keep_h_dense = None if projected else _dense(keep_h)
     h0_dense = h0.contiguous()
     row = new(B, H)
-    dense = [_dense(v) for v in (g_hh, w_ci, w_cf, w_co, g_c, b_c)]
+    dense = [_dense(v) for v in (g_ih, bias, g_hh, w_ci, w_cf, w_co, g_c, b_c)]
     keep_c_dense = _dense(keep_c)
     struct = _STRUCTS[("lstm", xi.dtype)](
         B, H, k, int(bool(coupled)), torch.get_num_threads(), *map(_ptr, dense), LAYER_NORM_EPS,
