@@ -71,7 +71,11 @@ def force_onednn(monkeypatch):
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "-".join(o))
 def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, masked, onednn):
-    """H = 37 and B = 5: vector loops with remainders; float32 within 1e-5 of float64."""
+    """H = 37 and B = 5: vector loops and matmul panels with remainders; float32 within 1e-5 of
+    float64. With a projection the steps run between torch's matmuls (BLAS, or oneDNN's new
+    products that the step adds); without, the sequence kernel does its own."""
+    if onednn and "proj_size" not in options:
+        pytest.skip("the sequence kernel does its own matmuls")
     if onednn:
         force_onednn(monkeypatch)
     T, B, I, H = 20, 5, 11, 37
@@ -94,12 +98,9 @@ def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, ma
     torch.testing.assert_close(c_got, c_want.float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-def test_gru_float32_matches_reference(monkeypatch, compiled_calls, reset_after, masked, onednn):
-    if onednn:
-        force_onednn(monkeypatch)
+def test_gru_float32_matches_reference(compiled_calls, reset_after, masked):
     T, B, I, H = 20, 5, 11, 37
     if reset_after and not masked:
         pytest.skip("torch's own GRU kernel computes it")

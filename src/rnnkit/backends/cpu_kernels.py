@@ -57,7 +57,7 @@ from rnnkit.io import cache_root
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-ABI = 3  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
+ABI = 4  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
          "-fopenmp")  # fmt: skip
 BUILD_TIMEOUT_S = 120
@@ -175,12 +175,16 @@ def library() -> ctypes.CDLL | None:
             "rnnkit: compiled CPU inference steps unavailable (%s); using the eager loops", error
         )
         return None
-    # Each call: the struct, the step, then the step's own rows (pointers, as ints).
-    for kind, rows in (("lstm_step", 2), ("gru_gates", 1), ("gru_update", 2)):
+    # Each call: the struct, the step (or the number of steps), then pointers, as ints.
+    for kind, pointers in (("lstm_step", 2), ("lstm_sequence", 3), ("gru_sequence", 3)):
         for dtype, suffix in _SUFFIX.items():
             function = getattr(lib, f"rnnkit_{kind}_{suffix}")
             struct = _STRUCTS[(kind.split("_")[0], dtype)]
-            function.argtypes = [ctypes.POINTER(struct), ctypes.c_int64, *[ctypes.c_void_p] * rows]
+            function.argtypes = [
+                ctypes.POINTER(struct),
+                ctypes.c_int64,
+                *[ctypes.c_void_p] * pointers,
+            ]
             function.restype = None
     return lib
 
@@ -217,6 +221,17 @@ def _dense(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
 
+def panels(weight: Tensor) -> Tensor:
+    """W (N, K) packed for the sequence kernels' matmul: ⌈N / V⌉ panels of (K, V), panel p
+    holding W[pV + v, k] at [k, v], V the columns in 64 bytes (16 float32, 8 float64), the last
+    panel padded with zeros."""
+    N, K = weight.shape
+    V = 64 // weight.element_size()
+    padded = weight.new_zeros(-(-N // V) * V, K)
+    padded[:N] = weight
+    return padded.view(-1, V, K).transpose(1, 2).contiguous()
+
+
 def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
                       g_c, b_c, keep_h, keep_c):  # fmt: skip
     """:func:`rnnkit.backends.fused_lstm._lstm_forward_only` with each step's element-wise part
@@ -247,10 +262,18 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
         c.data_ptr(), _ptr(keep_c_dense), _ptr(m), h_all.data_ptr(), h0_dense.data_ptr(),
         _ptr(keep_h_dense), row.data_ptr(),
     )  # fmt: skip
-    step = getattr(library(), f"rnnkit_lstm_step_{_SUFFIX[xi.dtype]}")
     args = ctypes.byref(struct)
+    suffix = _SUFFIX[xi.dtype]
+    if not projected:  # the whole sequence in one call, the recurrent matmul included
+        recurrent = new(B, G) if layer_norm else None
+        packed = panels(w_hh)  # held: the call reads it through a pointer
+        sequence = getattr(library(), f"rnnkit_lstm_sequence_{suffix}")
+        sequence(args, T, gates.data_ptr(), packed.data_ptr(), _ptr(recurrent))
+        return h_all, c
+    # With a projection, step by step: torch's matmuls around each compiled step.
+    step = getattr(library(), f"rnnkit_lstm_step_{suffix}")
     recurrent = step_matmul(w_hh, B, T)
-    w_hr_t = w_hr.t() if projected else None
+    w_hr_t = w_hr.t()
     hp = h0
     for t, (a, h) in enumerate(zip(gates.unbind(0), h_all.unbind(0))):
         if recurrent.adds_in_place and not layer_norm:  # BLAS: W_hh h_{t-1} added into a
@@ -258,11 +281,10 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
         else:  # a new W_hh h_{t-1} (held while the step reads it), which the step adds
             r = recurrent(hp)
             step(args, t, a.data_ptr(), r.data_ptr())
-        if projected:
-            if keep_h is None:
-                torch.mm(m, w_hr_t, out=h)
-            else:
-                torch.lerp(torch.mm(m, w_hr_t, out=h_mix), hp, keep_h[t], out=h)
+        if keep_h is None:
+            torch.mm(m, w_hr_t, out=h)
+        else:
+            torch.lerp(torch.mm(m, w_hr_t, out=h_mix), hp, keep_h[t], out=h)
         hp = h
     return h_all, c
 
@@ -288,30 +310,10 @@ def gru_forward_only(gi: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor,
         B, H, int(not reset_after), torch.get_num_threads(), rz.data_ptr(), n.data_ptr(),
         _ptr(b_hn), rh.data_ptr(), hs.data_ptr(), _ptr(keep_dense),
     )  # fmt: skip
-    suffix = _SUFFIX[gi.dtype]
-    gates = getattr(library(), f"rnnkit_gru_gates_{suffix}")
-    update = getattr(library(), f"rnnkit_gru_update_{suffix}")
-    args = ctypes.byref(struct)
-    steps_h = hs.unbind(0)
-    if reset_after:
-        recurrent = step_matmul(w_hh, B, T)
-        for t in range(T):
-            p = recurrent(steps_h[t])  # held while the step reads it
-            update(args, t, p.data_ptr(), None)
-    else:
-        recurrent_rz = step_matmul(w_hh[: 2 * H], B, T)
-        recurrent_n = step_matmul(w_hh[2 * H :], B, T)
-        in_place = recurrent_rz.adds_in_place  # BLAS: the products added into rz and n
-        steps_rz, steps_n = rz.unbind(0), n.unbind(0)
-        for t in range(T):
-            if in_place:
-                recurrent_rz(steps_h[t], steps_rz[t])
-                gates(args, t, None)
-                recurrent_n(rh, steps_n[t])
-                update(args, t, None, None)
-            else:  # new products, held while the steps read them
-                p = recurrent_rz(steps_h[t])
-                gates(args, t, p.data_ptr())
-                q = recurrent_n(rh)
-                update(args, t, None, q.data_ptr())
+    if reset_after:  # W_hh h_{t-1}, all three blocks, into a scratch buffer
+        panels_a, panels_b, scratch = panels(w_hh), None, new(B, G)
+    else:  # W_hrz h_{t-1} onto rz, W_hn (r ⊙ h_{t-1}) onto n
+        panels_a, panels_b, scratch = panels(w_hh[: 2 * H]), panels(w_hh[2 * H :]), None
+    sequence = getattr(library(), f"rnnkit_gru_sequence_{_SUFFIX[gi.dtype]}")
+    sequence(ctypes.byref(struct), T, panels_a.data_ptr(), _ptr(panels_b), _ptr(scratch))
     return hs
