@@ -373,19 +373,19 @@ int sequence_threads(std::int64_t threads, std::int64_t B, std::int64_t H) {
   return static_cast<int>(threads < B ? threads : B);
 }
 
-// The LSTM without a projection over T steps: gates (T, B, G) the input side (overwritten);
-// panels W_hh's; recurrent (B, G) scratch for layer norm, else null.
+// The LSTM without a projection over steps [first, last): gates (last - first, B, G) their
+// input side (overwritten); panels W_hh's; recurrent (B, G) scratch for layer norm, else null.
 template <typename T>
-void lstm_sequence(const LSTMStep<T>& s, std::int64_t steps, T* gates, const T* panels,
-                   T* recurrent) {
+void lstm_sequence(const LSTMStep<T>& s, std::int64_t first, std::int64_t last, T* gates,
+                   const T* panels, T* recurrent) {
   const std::int64_t B = s.batch, H = s.hidden, G = s.blocks * H;
 #pragma omp parallel num_threads(sequence_threads<T>(s.threads, B, H))
   {
     std::int64_t b0, b1;
     thread_rows(B, &b0, &b1);
-    for (std::int64_t t = 0; t < steps && b0 < b1; ++t) {
+    for (std::int64_t t = first; t < last && b0 < b1; ++t) {
       const T* hp = t == 0 ? s.h0 + b0 * H : s.h + ((t - 1) * B + b0) * H;
-      T* a = gates + (t * B + b0) * G;
+      T* a = gates + ((t - first) * B + b0) * G;
       if (recurrent == nullptr) {  // W_hh h_{t-1} added onto the input side
         matmul_rows(hp, H, b1 - b0, panels, H, G, a, G, true);
         for (std::int64_t b = b0; b < b1; ++b) lstm_row<T>(s, t, b, a + (b - b0) * G, nullptr);
@@ -433,20 +433,20 @@ void gru_sequence(const GRUStep<T>& s, std::int64_t steps, const T* panels_a,
 extern "C" {
 
 // The calls cpu_kernels.py makes through ctypes: a struct filled once per sequence and a step.
-int rnnkit_kernels_abi() { return 4; }
+int rnnkit_kernels_abi() { return 5; }
 void rnnkit_lstm_step_f32(const LSTMStep<float>* s, std::int64_t t, float* a, const float* r) {
   lstm_step(*s, t, a, r);
 }
 void rnnkit_lstm_step_f64(const LSTMStep<double>* s, std::int64_t t, double* a, const double* r) {
   lstm_step(*s, t, a, r);
 }
-void rnnkit_lstm_sequence_f32(const LSTMStep<float>* s, std::int64_t steps, float* gates,
-                              const float* panels, float* recurrent) {
-  lstm_sequence(*s, steps, gates, panels, recurrent);
+void rnnkit_lstm_sequence_f32(const LSTMStep<float>* s, std::int64_t first, std::int64_t last,
+                              float* gates, const float* panels, float* recurrent) {
+  lstm_sequence(*s, first, last, gates, panels, recurrent);
 }
-void rnnkit_lstm_sequence_f64(const LSTMStep<double>* s, std::int64_t steps, double* gates,
-                              const double* panels, double* recurrent) {
-  lstm_sequence(*s, steps, gates, panels, recurrent);
+void rnnkit_lstm_sequence_f64(const LSTMStep<double>* s, std::int64_t first, std::int64_t last,
+                              double* gates, const double* panels, double* recurrent) {
+  lstm_sequence(*s, first, last, gates, panels, recurrent);
 }
 void rnnkit_gru_sequence_f32(const GRUStep<float>* s, std::int64_t steps, const float* panels_a,
                              const float* panels_b, float* scratch) {

@@ -103,9 +103,10 @@ def lstm_scan(
     H, P, k = cell.hidden_size, cell.output_size, cell.gate_count
     if T == 0:
         return x.new_zeros(0, B, P), state
+    train = needs_backward(x, *state, *weights.values())  # else inference: nothing saved
     torch_computes = keep is None and not (cell.peephole or cell.layer_norm)
-    if torch_computes and not needs_backward(x, *state, *weights.values()):
-        return apply_in_float32(_torch_kernel, cell, weights, x, state)  # inference
+    if torch_computes and not train:
+        return apply_in_float32(_torch_kernel, cell, weights, x, state)
     G = k * H
     order = _internal_order(k, H, x.device)
     double_g = _candidate_doubling(k, H, x.device, x.dtype)  # see the module docstring
@@ -124,11 +125,13 @@ def lstm_scan(
         inputs = (x, rows("weight_ih"), bias, rows("layer_norm_ih_weight") * double_g)
         w_hh = rows("weight_hh")
         g_hh = rows("layer_norm_hh_weight") * double_g
-    else:  # the input side for all steps in one matmul
+    else:
         w_ih = rows("weight_ih") * double_g[:, None]
-        x_rows = x.reshape(T * B, x.shape[2])
-        xi = input_projection(x_rows, w_ih, bias)
-        inputs = (xi.view(T, B, G), None, None, None)
+        if train:  # the input side for all steps in one matmul
+            xi = input_projection(x.reshape(T * B, x.shape[2]), w_ih, bias)
+            inputs = (xi.view(T, B, G), None, None, None)
+        else:  # projected by the forward-only loop (the compiled one chunk by chunk, in cache)
+            inputs = (x, w_ih, bias, None)
         w_hh = rows("weight_hh") * double_g[:, None]
         g_hh = None
     args = (
@@ -147,7 +150,7 @@ def lstm_scan(
         keep_h,
         keep_c,
     )
-    recurrence = _LSTMRecurrence if needs_backward(*args) else _forward_only
+    recurrence = _LSTMRecurrence if train else _forward_only
     h, c_last = apply_in_float32(recurrence, *args)  # under autocast: the recurrence in float32
     return h, LSTMState(h[-1], c_last)
 
@@ -187,7 +190,9 @@ def _forward_only(*args):
 def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
                        g_c, b_c, keep_h, keep_c):  # fmt: skip
     """``_LSTMRecurrence.forward`` for when nothing needs a backward pass (``no_grad``,
-    ``inference_mode``, frozen weights): same arguments, same ``(h, c_T)``, nothing saved.
+    ``inference_mode``, frozen weights): same arguments, same ``(h, c_T)``, nothing saved; and
+    without layer norm ``xi`` may be ``x`` (T, B, I) with ``w_ih`` (G, I) and ``bias``, the
+    input side then projected here.
 
     A step's gates are written in place into its rows of the input pre-activations (a fresh
     tensor of :func:`lstm_scan`; with layer norm, the normalised input side computed in bulk),
@@ -198,6 +203,8 @@ def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, 
     G, H, P = w_hh.shape[0], c0.shape[1], h0.shape[1]
     k = G // H
     s = (k - 1) * H  # the candidate block starts here
+    if w_ih is not None and g_ih is None:  # xi is x: the input side for all steps in one matmul
+        xi = input_projection(xi.reshape(T * B, -1), w_ih, bias).view(T, B, G)
     peephole, layer_norm = w_co is not None, g_hh is not None
     new = xi.new_empty
     if layer_norm:  # a_t = LN(W_ih x_t) g_ih + b for all steps, + LN(W_hh h_{t-1}) g_hh per step
