@@ -1,4 +1,4 @@
-"""rnnkit.backends.cpu_kernels: the compiled element-wise steps of CPU inference.
+"""rnnkit.backends.cpu_kernels: the compiled recurrences of CPU inference.
 
 Their float64 agreement with the readable reference over every LSTM option and keep kind is in
 test_inference_paths.py (each test there runs compiled and eager). Here: float32 at sizes whose
@@ -183,7 +183,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_loops(fresh_library, monkeyp
     monkeypatch.setenv("CXX", "false")  # a compiler that always fails
     with caplog.at_level(logging.WARNING, logger="rnnkit.backends.cpu_kernels"):
         assert cpu_kernels.library() is None
-    assert "compiled CPU inference steps unavailable" in caplog.text
+    assert "compiled CPU inference kernels unavailable" in caplog.text
     assert "using the eager loops" in caplog.text
     assert cpu_kernels.status().startswith("unavailable: false failed")
     cell = LSTMCell(5, 7, peephole=True)

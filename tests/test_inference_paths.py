@@ -4,8 +4,8 @@ When autograd records nothing (``torch.no_grad``, ``inference_mode``, weights an
 not require grad) the fused LSTM and GRU scans skip their autograd Functions where torch's own
 kernels compute the configuration (coupled LSTM gates through the negated forget block), the
 other LSTMs run a forward-only loop that saves nothing, and every kernel's matmuls may go
-through oneDNN. The loops run twice: with their element-wise steps compiled
-(:mod:`rnnkit.backends.cpu_kernels`) and as eager operations.
+through oneDNN. The loops run twice: compiled (:mod:`rnnkit.backends.cpu_kernels`) and as eager
+operations.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def forbid(monkeypatch, function):
 
 @pytest.fixture(params=["compiled", "eager"])
 def steps(request, monkeypatch):
-    """Each forward-only loop with its element-wise steps compiled, then eager. Yields the number
+    """Each forward-only loop compiled (:mod:`rnnkit.backends.cpu_kernels`), then eager. Yields the number
     of sequences the compiled loops ran (a list, appended to)."""
     ran = []
     if request.param == "eager":

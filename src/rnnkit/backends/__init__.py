@@ -10,7 +10,7 @@
   ``sequence_scan``. When autograd records nothing (``no_grad``, ``inference_mode``, frozen
   weights) the kernels save nothing for a backward pass: the configurations torch's kernels
   compute run those, the rest a forward-only loop (:func:`.kernel_parts.needs_backward`) whose
-  element-wise steps are compiled C++ on the CPU (:mod:`.cpu_kernels`). On the CPU in float32
+  recurrence is compiled C++ on the CPU (:mod:`.cpu_kernels`). On the CPU in float32
   the matmuls around and inside the recurrence go through oneDNN
   (:func:`.kernel_parts.input_projection`, :func:`.kernel_parts.step_matmul`).
 - ``auto``: ``native`` when the configuration allows it, else ``fused`` when the cell has a

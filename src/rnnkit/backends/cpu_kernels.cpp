@@ -1,10 +1,10 @@
-// Forward-only steps of the LSTM and GRU recurrences, for inference on the CPU.
+// Forward-only LSTM and GRU recurrences, for inference on the CPU.
 //
-// Each function is the element-wise part of one time step: the matmuls stay in torch (oneDNN or
-// BLAS, called from rnnkit/backends/cpu_kernels.py between these calls), and everything between
-// two matmuls runs here as one pass over a row, where torch's eager ops would take five to ten
-// passes and as many dispatches. The arithmetic is the fused kernels' (fused_lstm.py,
-// fused_gru.py); the Python module holds the contract, this file only the loops.
+// Whole sequences (lstm_sequence, gru_sequence): the recurrent matmul on W packed into panels,
+// each step's element-wise part in one pass over a row, the batch rows split between threads
+// for all steps. One step (lstm_step): the element-wise part only, for the LSTM with a
+// projection, whose matmuls stay torch's. The arithmetic is the fused kernels' (fused_lstm.py,
+// fused_gru.py); cpu_kernels.py holds the contract and the measurements, this file the loops.
 //
 // Compiled on first use with the machine's C++ compiler (no torch headers: plain pointers and
 // sizes in a struct filled once per sequence), then cached; see cpu_kernels.py.

@@ -1,15 +1,22 @@
-r"""Compiled element-wise steps for LSTM and GRU inference on the CPU.
+r"""Compiled LSTM and GRU recurrences for inference on the CPU.
 
-The forward-only loops of the fused kernels (inference: nothing needs a backward pass) spend much
-of their time between the matmuls: a peephole LSTM step is one matmul and ten eager element-wise
-operations, each a dispatch and a pass over the (B, 4H) gates. Here that stretch of a step is one
-call into a small C++ file (``cpu_kernels.cpp``) that does it in one pass per row, the rows split
-between torch's threads (the same OpenMP runtime); the matmuls stay torch's
-(:func:`~rnnkit.backends.kernel_parts.step_matmul`: oneDNN with the weight packed once, or BLAS).
+The fused kernels' forward-only loops (inference: nothing needs a backward pass) for the cells
+torch has no kernel for spent most of their time outside arithmetic: a peephole LSTM step was a
+matmul called from Python and ten eager element-wise operations, each a dispatch and a pass over
+the (B, 4H) gates. Here a small C++ file (``cpu_kernels.cpp``) runs whole sequences:
 
-It serves what torch's own kernels cannot: LSTM with peephole, layer norm, coupled gates, ``keep``
-(lengths, zoneout) and ``proj_size`` in any combination, the GRU's ``reset_after=False`` form, and
-either GRU form with ``keep``.
+- the recurrent matmul ``W_hh h_{t-1}`` with W packed once per call into panels of 64 bytes of
+  columns (:func:`panels`), eight batch rows at a time with their accumulators in registers;
+- each step's element-wise part (gates, peepholes, the layer norms, the cell update, ``keep``
+  for lengths and zoneout) in one pass over a row;
+- the batch rows split between torch's threads (the same OpenMP runtime) for all T steps: a
+  row's recurrence never reads another row, so the threads never wait for each other;
+- the LSTM's input projection (torch's oneDNN matmul) made :data:`CHUNK_STEPS` steps at a time
+  just before the kernel reads them, while they are in cache.
+
+It serves what torch's own kernels cannot: LSTM with peephole, layer norm, coupled gates and
+``keep`` in any combination, the GRU's ``reset_after=False`` form, and either GRU form with
+``keep``. With ``proj_size`` the LSTM's steps run one call each between torch's matmuls.
 
 Build. The file is compiled once per machine with the system C++ compiler (``$CXX``, else
 ``c++``, ``g++`` or ``clang++``), without torch's headers, in about a second. The library is
@@ -17,7 +24,7 @@ cached under ``kernels/`` in rnnkit's cache folder (:func:`rnnkit.io.cache_root`
 hash of the source, the compiler, its flags and the CPU (with ``RNNKIT_CACHE_DIR=off``, in a
 temporary folder). Where no compiler is found or the build fails, one warning is logged and the
 eager loops run instead: the same function either way (tests hold both to the readable
-reference). ``RNNKIT_CPU_KERNELS=0`` turns the compiled steps off.
+reference). ``RNNKIT_CPU_KERNELS=0`` turns the compiled kernels off.
 
 They run only on plain CPU tensors in float32 or float64 outside tracing (``torch.compile``,
 ``torch.export`` and fake tensors see the eager loops), see :func:`serves`. Float32 uses a
@@ -26,7 +33,7 @@ polynomial ``exp`` (relative error about 2e-7) that the compiler vectorises; flo
 Example::
 
     >>> layer = rnnkit.LSTM(8, 16, peephole=True)  # no torch kernel: the fused backend
-    >>> with torch.no_grad():  # inference: the forward-only loop, compiled steps where they serve
+    >>> with torch.no_grad():  # inference: the compiled sequence kernel where it serves
     ...     out, (h, c) = layer(torch.randn(5, 3, 8))
     >>> out.shape
     torch.Size([5, 3, 16])
@@ -161,7 +168,7 @@ _why_unavailable: dict[str, str] = {}  # library()'s reason for None, under "rea
 
 @lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
-    """The compiled steps, built on first use; None where they are off or cannot be built (the
+    """The compiled kernels, built on first use; None where they are off or cannot be built (the
     reason is logged once, and :func:`status` says it)."""
     if os.environ.get("RNNKIT_CPU_KERNELS", "1") == "0":
         _why_unavailable["reason"] = "off (RNNKIT_CPU_KERNELS=0)"
@@ -176,7 +183,7 @@ def library() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _why_unavailable["reason"] = f"unavailable: {error}"
         logger.warning(
-            "rnnkit: compiled CPU inference steps unavailable (%s); using the eager loops", error
+            "rnnkit: compiled CPU inference kernels unavailable (%s); using the eager loops", error
         )
         return None
     # Each call: the struct, the step (or the number of steps), then pointers, as ints.
@@ -201,7 +208,7 @@ def status() -> str:
 
 
 def serves(*tensors: Tensor | None) -> bool:
-    """Whether the compiled steps can run on these tensors: plain (not fake, not functional)
+    """Whether the compiled kernels can run on these tensors: plain (not fake, not functional)
     CPU tensors of one dtype, float32 or float64, outside ``torch.compile``/``torch.export``
     tracing, and the library is built."""
     present = [t for t in tensors if isinstance(t, Tensor)]

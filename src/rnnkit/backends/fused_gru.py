@@ -92,7 +92,7 @@ def gru_scan(
     args = (gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h)
     if needs_backward(*args):
         function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
-    else:  # inference: nothing saved; compiled element-wise steps on the CPU where they serve
+    else:  # inference: nothing saved; the compiled recurrence on the CPU where it serves
         function = partial(_forward_only, reset_after=cell.reset_after)
     hs = apply_in_float32(function, *args)
     return hs[1:], HiddenState(hs[-1])
@@ -302,7 +302,7 @@ class GRUResetBeforeScan(torch.autograd.Function):
 
 def _forward_only(gi, w_hh, b_hh, h0, keep, reset_after):
     """The forward of :class:`GRUResetAfterScan` / :class:`GRUResetBeforeScan` when nothing
-    needs a backward pass: with compiled element-wise steps where they serve
+    needs a backward pass: the compiled recurrence where it serves
     (:func:`rnnkit.backends.cpu_kernels.gru_forward_only`), else the Function's own forward
     (which, with autograd recording nothing, saves nothing either)."""
     args = (gi, w_hh, b_hh, h0, keep)

@@ -35,9 +35,9 @@ Inference. When autograd records nothing, no Function runs. Without peephole, la
 ``keep``, torch's own LSTM kernel computes the cell (:func:`_torch_kernel`; coupled gates as four
 blocks, the input block the negated forget block). Otherwise a forward-only loop runs the same
 steps as the Function's forward but writes each step's gates into its own rows of the input
-pre-activations and keeps the cell state in one (B, H) buffer, saving nothing: on the CPU with
-each step's element-wise part compiled (:func:`rnnkit.backends.cpu_kernels.lstm_forward_only`),
-elsewhere as eager operations (:func:`_lstm_forward_only`).
+pre-activations and keeps the cell state in one (B, H) buffer, saving nothing: on the CPU as
+compiled C++ (:func:`rnnkit.backends.cpu_kernels.lstm_forward_only`), elsewhere as eager
+operations (:func:`_lstm_forward_only`).
 
 Shapes: T steps, B batch, I ``input_size``, H ``hidden_size``, P ``proj_size`` or H,
 G = 4H (3H when coupled).
@@ -180,7 +180,7 @@ def _torch_kernel(cell: LSTMCell, weights: Mapping[str, Tensor], x: Tensor, stat
 
 
 def _forward_only(*args):
-    """Inference: the loop with compiled element-wise steps where they serve
+    """Inference: the compiled recurrence where it serves
     (:mod:`~rnnkit.backends.cpu_kernels`), else the eager loop; same arguments and result."""
     if cpu_kernels.serves(*args):
         return cpu_kernels.lstm_forward_only(*args)
