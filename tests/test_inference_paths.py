@@ -62,8 +62,8 @@ def forbid(monkeypatch, function):
 
 @pytest.fixture(params=["compiled", "eager"])
 def steps(request, monkeypatch):
-    """Each forward-only loop compiled (:mod:`rnnkit.backends.cpu_kernels`), then eager. Yields the number
-    of sequences the compiled loops ran (a list, appended to)."""
+    """Each forward-only loop compiled (:mod:`rnnkit.backends.cpu_kernels`), then eager. Yields
+    the kind and the sequences the compiled loops ran (a list, appended to)."""
     ran = []
     if request.param == "eager":
         monkeypatch.setattr(cpu_kernels, "serves", lambda *tensors: False)
