@@ -52,18 +52,22 @@ inline T sigmoid_(T x) {
 inline float tanh_(float x) { return 2.0f / (1.0f + exp_(-2.0f * x)) - 1.0f; }
 inline double tanh_(double x) { return std::tanh(x); }
 
-// Mean and 1/sqrt(var + eps) of n values (the biased variance, as torch's layer_norm).
+// Mean and 1/sqrt(var + eps) of n values (the biased variance, as torch's layer_norm), in one
+// pass: sums of the values shifted by the first one (the shifted-data algorithm, which keeps
+// the subtraction small where the mean is large against the spread).
 template <typename T>
 inline void moments(const T* v, std::int64_t n, T eps, T* mean, T* rstd) {
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (std::int64_t j = 0; j < n; ++j) sum += v[j];
-  const T mu = sum / T(n);
-  T sq = 0;
-#pragma omp simd reduction(+ : sq)
-  for (std::int64_t j = 0; j < n; ++j) sq += (v[j] - mu) * (v[j] - mu);
-  *mean = mu;
-  *rstd = T(1) / std::sqrt(sq / T(n) + eps);
+  const T shift = v[0];
+  T sum = 0, sq = 0;
+#pragma omp simd reduction(+ : sum, sq)
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T d = v[j] - shift;
+    sum += d;
+    sq += d * d;
+  }
+  const T var = (sq - sum * sum / T(n)) / T(n);
+  *mean = shift + sum / T(n);
+  *rstd = T(1) / std::sqrt((var > T(0) ? var : T(0)) + eps);
 }
 
 // One LSTM step. Gate blocks in the fused kernel's order (o, i, f, g), coupled (o, f, g); the
