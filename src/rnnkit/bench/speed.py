@@ -50,6 +50,7 @@ def _configs() -> list[Config]:
         Config(
             "layer_norm reference", lambda i, h: lstm(i, h, layer_norm=True, backend="reference")
         ),
+        Config("GRU fused", lambda i, h: gru(i, h, backend="fused"), "torch.nn.GRU"),
         Config(
             "GRU reset_before fused", lambda i, h: gru(i, h, reset_after=False, backend="fused")
         ),
