@@ -15,8 +15,9 @@ the (B, 4H) gates. Here a small C++ file (``cpu_kernels.cpp``) runs whole sequen
   just before the kernel reads them, while they are in cache.
 
 It serves what torch's own kernels cannot: LSTM with peephole, layer norm, coupled gates and
-``keep`` in any combination, the GRU's ``reset_after=False`` form, and either GRU form with
-``keep``. With ``proj_size`` the LSTM's steps run one call each between torch's matmuls.
+``keep`` in any combination, and the GRU's ``reset_after=False`` form; and both GRU forms with or
+without ``keep``, where it is faster than torch's GRU kernel. With ``proj_size`` the LSTM's
+steps run one call each between torch's matmuls.
 
 Build. The file is compiled once per machine with the system C++ compiler (``$CXX``, else
 ``c++``, ``g++`` or ``clang++``), without torch's headers, in about a second. The library is
