@@ -98,6 +98,21 @@ def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, ma
     torch.testing.assert_close(c_got, c_want.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("options", [{"peephole": True}, {"layer_norm": True}], ids=["ph", "ln"])
+def test_lstm_input_side_in_chunks(monkeypatch, options):
+    """The input projection made a few steps at a time (here 3, and a last chunk of 2) gives the
+    whole sequence's result."""
+    cell = LSTMCell(7, 16, **options)
+    x = torch.randn(11, 4, 7)
+    state = cell.initial_state(4)
+    with torch.no_grad():
+        whole, (_, c_whole) = fused_lstm.lstm_scan(cell, cell.weights(), x, state)
+        monkeypatch.setattr(cpu_kernels, "CHUNK_VALUES", 3 * 4 * 64)
+        chunked, (_, c_chunked) = fused_lstm.lstm_scan(cell, cell.weights(), x, state)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(c_chunked, c_whole, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
 def test_gru_float32_matches_reference(compiled_calls, reset_after, masked):

@@ -11,8 +11,8 @@ the (B, 4H) gates. Here a small C++ file (``cpu_kernels.cpp``) runs whole sequen
   for lengths and zoneout) in one pass over a row;
 - the batch rows split between torch's threads (the same OpenMP runtime) for all T steps: a
   row's recurrence never reads another row, so the threads never wait for each other;
-- the LSTM's input projection (torch's oneDNN matmul) made :data:`CHUNK_STEPS` steps at a time
-  just before the kernel reads them, while they are in cache.
+- the LSTM's input projection (torch's oneDNN matmul) made a chunk of steps at a time
+  (:data:`CHUNK_VALUES`) just before the kernel reads them, while they are in cache.
 
 It serves what torch's own kernels cannot: LSTM with peephole, layer norm, coupled gates and
 ``keep`` in any combination, and the GRU's ``reset_after=False`` form; and both GRU forms with or
@@ -69,10 +69,12 @@ ABI = 5  # rnnkit_kernels_abi() in the source; a library answering otherwise is 
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
          "-fopenmp")  # fmt: skip
 BUILD_TIMEOUT_S = 120
-# The input projection for this many steps at a time, just before the sequence kernel reads it:
-# (6,400 × 512) · (512 × 2,048) took 82 ms at once and 68 ms in chunks of 16 steps (B = 64; 8.3
-# against 11.5 ms at B = 32, H = 256; two threads, AMD EPYC), and the chunk is still in cache.
-CHUNK_STEPS = 16
+# The input projection for about this many gate pre-activations (T·B·G) at a time, just before
+# the sequence kernel reads them: (6,400 × 512) · (512 × 2,048) took 82 ms at once and 68 ms in
+# chunks of 16 steps, 2²¹ values (B = 64; at B = 32, H = 256: 11.5 ms at once, 8.3 ms in chunks
+# of 16 steps; two threads, AMD EPYC), and a chunk is still in cache when the kernel reads it.
+# Small sequences go in one chunk: each chunk costs two calls from Python.
+CHUNK_VALUES = 2**21
 
 _LSTM_FIELDS = ("batch", "hidden", "blocks", "coupled", "threads")
 _LSTM_POINTERS_1 = ("gain_ih", "bias", "gain_hh", "w_ci", "w_cf", "w_co", "gain_c", "bias_c")
@@ -257,7 +259,7 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
     new = xi.new_empty
     projected = w_hr is not None
     # The input side: W_ih x_t (+ b; with layer norm the step adds b after normalising). Given
-    # x, the sequence kernel takes it CHUNK_STEPS steps at a time, each chunk projected just
+    # x, the sequence kernel takes it a chunk of steps at a time, each chunk projected just
     # before and still in cache; the step-by-step loop projects all steps at once.
     x = xi if w_ih is not None else None
     x_bias = None if layer_norm else bias
@@ -287,7 +289,7 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
         recurrent = new(B, G) if layer_norm else None
         packed = panels(w_hh)  # held: the calls read it through a pointer
         sequence = getattr(library(), f"rnnkit_lstm_sequence_{suffix}")
-        chunk = T if x is None else CHUNK_STEPS
+        chunk = T if x is None else max(1, CHUNK_VALUES // (B * G))
         for first in range(0, T, chunk):
             last = min(T, first + chunk)
             if x is not None:
