@@ -67,15 +67,19 @@ def force_onednn(monkeypatch):
     assert not kernel_parts.step_matmul(torch.zeros(4, 2), 1, 1).adds_in_place
 
 
-@pytest.mark.parametrize("onednn", [False, True], ids=["addmm", "onednn"])
+PROJECTED = LSTM_OPTIONS[3]
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "-".join(o))
+@pytest.mark.parametrize(
+    "options, onednn",
+    [(o, False) for o in LSTM_OPTIONS] + [(PROJECTED, True)],
+    ids=[*("-".join(o) for o in LSTM_OPTIONS), "projected-onednn"],
+)
 def test_lstm_float32_matches_reference(monkeypatch, compiled_calls, options, masked, onednn):
     """H = 37 and B = 5: vector loops and matmul panels with remainders; float32 within 1e-5 of
     float64. With a projection the steps run between torch's matmuls (BLAS, or oneDNN's new
     products that the step adds); without, the sequence kernel does its own."""
-    if onednn and "proj_size" not in options:
-        pytest.skip("the sequence kernel does its own matmuls")
     if onednn:
         force_onednn(monkeypatch)
     T, B, I, H = 20, 5, 11, 37
@@ -206,6 +210,33 @@ def test_a_failing_compiler_falls_back_to_the_eager_loops(fresh_library, monkeyp
     with torch.no_grad():
         got, _ = fused_lstm.lstm_scan(cell, cell.weights(), x, state)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiler_without_openmp_builds_for_one_thread(fresh_library, monkeypatch, tmp_path):
+    real = cpu_kernels._compiler()
+    fake = tmp_path / "no-openmp-c++"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = -fopenmp ] && echo "error: no OpenMP" >&2 && exit 1; done\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", str(fake))
+    assert cpu_kernels.library() is not None
+    cell = GRUCell(5, 64, reset_after=False)
+    x = torch.randn(9, 32, 5)
+    state = cell.initial_state(32)
+    want, _ = scan(cell, cell.weights(), x, state)
+    with torch.no_grad():
+        got, _ = fused_gru.gru_scan(cell, cell.weights(), x, state)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_damaged_cached_library_is_built_again(fresh_library):
+    path = cpu_kernels.build()
+    path.write_bytes(b"not a shared library")
+    assert cpu_kernels.library() is not None
+    assert path.read_bytes() != b"not a shared library"
 
 
 def test_turned_off_by_the_environment(fresh_library, monkeypatch):

@@ -66,8 +66,10 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 ABI = 5  # rnnkit_kernels_abi() in the source; a library answering otherwise is not used
-FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math",
-         "-fopenmp")  # fmt: skip
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math")
+# OpenMP splits the rows between threads; a compiler without an OpenMP runtime (Apple's clang)
+# builds the same file for one thread, keeping only the vectorisation hints.
+THREADS_FLAGS = (("-fopenmp",), ("-fopenmp-simd",))
 BUILD_TIMEOUT_S = 120
 # The input projection for about this many gate pre-activations (T·B·G) at a time, just before
 # the sequence kernel reads them: (6,400 × 512) · (512 × 2,048) took 82 ms at once and 68 ms in
@@ -128,7 +130,8 @@ def _cpu_identity() -> str:
 
 
 def build(force: bool = False) -> Path:
-    """Compile ``cpu_kernels.cpp`` into the cache (if not there already) and return its path.
+    """Compile ``cpu_kernels.cpp`` into the cache (if not there already) and return its path:
+    with OpenMP, else (the compiler refused it) for one thread.
 
     Raises:
         RuntimeError: no C++ compiler, or the compiler failed (its first error line included).
@@ -136,16 +139,27 @@ def build(force: bool = False) -> Path:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++ or clang++)")
-    flags = [*FLAGS, *_machine_flags()]
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
-                 _cpu_identity().encode()):  # fmt: skip
-        key.update(part)
     root = cache_root()
     folder = Path(tempfile.mkdtemp(prefix="rnnkit-")) if root is None else root / "kernels"
-    target = folder / f"cpu_kernels-{key.hexdigest()[:16]}.so"
-    if target.exists() and not force:
-        return target
+    failures = []
+    for threads in THREADS_FLAGS:
+        flags = [*FLAGS, *threads, *_machine_flags()]
+        key = hashlib.sha256()
+        for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
+                     _cpu_identity().encode()):  # fmt: skip
+            key.update(part)
+        target = folder / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+        if target.exists() and not force:
+            return target
+        try:
+            _compile(compiler, flags, target)
+            return target
+        except RuntimeError as failure:
+            failures.append(failure)
+    raise failures[0]
+
+
+def _compile(compiler: str, flags: list[str], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=".cpu_kernels-", suffix=".so", dir=target.parent)
     os.close(fd)
@@ -163,7 +177,6 @@ def build(force: bool = False) -> Path:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    return target
 
 
 _why_unavailable: dict[str, str] = {}  # library()'s reason for None, under "reason"
@@ -180,7 +193,10 @@ def library() -> ctypes.CDLL | None:
         _why_unavailable["reason"] = f"not built on {os.name}"
         return None
     try:
-        lib = ctypes.CDLL(str(build()))
+        try:
+            lib = ctypes.CDLL(str(build()))
+        except OSError:  # a damaged file in the cache: built again
+            lib = ctypes.CDLL(str(build(force=True)))
         if lib.rnnkit_kernels_abi() != ABI:
             raise RuntimeError(f"{lib._name} is not the ABI {ABI} library")
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
