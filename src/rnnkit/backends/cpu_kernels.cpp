@@ -121,114 +121,113 @@ struct LSTMStep {
   T* row;            // (B, H) scratch: c̃
 };
 
-// Step t; gates (B, blocks·H): its input side a_x, overwritten (o ends there); recurrent
-// (B, blocks·H): W_hh h_{t-1}, or null when gates holds the whole pre-activations. Adding the
-// product here rather than in the matmul: oneDNN's matmul with an added operand took 14.5 ms
-// for 100 steps at B = 32, H = 256 where the plain one took 11.5 (AMD EPYC, two threads).
-// Row b of step t: a (blocks·H) its pre-activations as lstm_step's gates, r its product or null.
+// Row b of step t: a (blocks·H) its input side a_x, overwritten (o ends there); r (blocks·H)
+// its W_hh h_{t-1}, or null when a holds the whole pre-activations.
 template <typename T>
 void lstm_row(const LSTMStep<T>& s, std::int64_t t, std::int64_t b, T* a, const T* r) {
   const std::int64_t B = s.batch, H = s.hidden, G = s.blocks * H;
   const std::int64_t at = t * B;  // first row of step t in (T, B, ·) tensors
   const std::int64_t fo = s.coupled ? H : 2 * H, go = fo + H;  // f and g block offsets
-  {
-    if (r != nullptr && s.gain_hh == nullptr) {
+  if (r != nullptr && s.gain_hh == nullptr) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < G; ++j) a[j] += r[j];
-    } else if (r != nullptr) {  // layer norm: both sides, block by block
-      for (std::int64_t q = 0; q < s.blocks; ++q) {
-        T* aq = a + q * H;
-        const T* rq = r + q * H;
-        const T* gain_x = s.gain_ih + q * H;
-        const T* gain_h = s.gain_hh + q * H;
-        T mean_x, rstd_x, mean_h, rstd_h;
-        moments2(aq, rq, H, s.eps, &mean_x, &rstd_x, &mean_h, &rstd_h);
-        if (s.bias != nullptr) {
-          const T* bq = s.bias + q * H;
+    for (std::int64_t j = 0; j < G; ++j) a[j] += r[j];
+  } else if (r != nullptr) {  // layer norm: both sides, block by block
+    for (std::int64_t q = 0; q < s.blocks; ++q) {
+      T* aq = a + q * H;
+      const T* rq = r + q * H;
+      const T* gain_x = s.gain_ih + q * H;
+      const T* gain_h = s.gain_hh + q * H;
+      T mean_x, rstd_x, mean_h, rstd_h;
+      moments2(aq, rq, H, s.eps, &mean_x, &rstd_x, &mean_h, &rstd_h);
+      if (s.bias != nullptr) {
+        const T* bq = s.bias + q * H;
 #pragma omp simd
-          for (std::int64_t j = 0; j < H; ++j)
-            aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + bq[j] +
-                    (rq[j] - mean_h) * rstd_h * gain_h[j];
-        } else {
+        for (std::int64_t j = 0; j < H; ++j)
+          aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + bq[j] +
+                  (rq[j] - mean_h) * rstd_h * gain_h[j];
+      } else {
 #pragma omp simd
-          for (std::int64_t j = 0; j < H; ++j)
-            aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + (rq[j] - mean_h) * rstd_h * gain_h[j];
-        }
+        for (std::int64_t j = 0; j < H; ++j)
+          aq[j] = (aq[j] - mean_x) * rstd_x * gain_x[j] + (rq[j] - mean_h) * rstd_h * gain_h[j];
       }
     }
-    T* c = s.c + b * H;
-    T* cn = s.row + b * H;
-    T* ao = a;
-    const T* af = a + fo;
-    const T* ag = a + go;
-    const T* ai = a + H;
-    // Four loops rather than one with branches inside, so that each vectorises and none reads
-    // a peephole weight the configuration lacks.
-    const T* wi = s.w_ci;
-    const T* wf = s.w_cf;
-    const T* wo = s.w_co;
-    if (wf != nullptr && s.coupled) {
+  }
+  T* c = s.c + b * H;
+  T* cn = s.row + b * H;
+  T* ao = a;
+  const T* af = a + fo;
+  const T* ag = a + go;
+  const T* ai = a + H;
+  // Four loops rather than one with branches inside, so that each vectorises and none reads
+  // a peephole weight the configuration lacks.
+  const T* wi = s.w_ci;
+  const T* wf = s.w_cf;
+  const T* wo = s.w_co;
+  if (wf != nullptr && s.coupled) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T f = sigmoid_(af[j] + wf[j] * c[j]);
-        const T g = T(2) * sigmoid_(ag[j]) - T(1);
-        cn[j] = f * c[j] + (T(1) - f) * g;
-        ao[j] = sigmoid_(ao[j] + wo[j] * cn[j]);
-      }
-    } else if (wf != nullptr) {
-#pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T i = sigmoid_(ai[j] + wi[j] * c[j]);
-        const T f = sigmoid_(af[j] + wf[j] * c[j]);
-        const T g = T(2) * sigmoid_(ag[j]) - T(1);
-        cn[j] = f * c[j] + i * g;
-        ao[j] = sigmoid_(ao[j] + wo[j] * cn[j]);
-      }
-    } else if (s.coupled) {
-#pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T f = sigmoid_(af[j]);
-        const T g = T(2) * sigmoid_(ag[j]) - T(1);
-        cn[j] = f * c[j] + (T(1) - f) * g;
-        ao[j] = sigmoid_(ao[j]);
-      }
-    } else {
-#pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T i = sigmoid_(ai[j]);
-        const T f = sigmoid_(af[j]);
-        const T g = T(2) * sigmoid_(ag[j]) - T(1);
-        cn[j] = f * c[j] + i * g;
-        ao[j] = sigmoid_(ao[j]);
-      }
+    for (std::int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid_(af[j] + wf[j] * c[j]);
+      const T g = T(2) * sigmoid_(ag[j]) - T(1);
+      cn[j] = f * c[j] + (T(1) - f) * g;
+      ao[j] = sigmoid_(ao[j] + wo[j] * cn[j]);
     }
-    T* m = s.m != nullptr ? s.m + b * H : s.h + (at + b) * H;
-    if (s.gain_c != nullptr) {
-      T mean, rstd;
-      moments(cn, H, s.eps, &mean, &rstd);
+  } else if (wf != nullptr) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j)
-        m[j] = ao[j] * tanh_((cn[j] - mean) * rstd * s.gain_c[j] + s.bias_c[j]);
-    } else {
-#pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) m[j] = ao[j] * tanh_(cn[j]);
+    for (std::int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid_(ai[j] + wi[j] * c[j]);
+      const T f = sigmoid_(af[j] + wf[j] * c[j]);
+      const T g = T(2) * sigmoid_(ag[j]) - T(1);
+      cn[j] = f * c[j] + i * g;
+      ao[j] = sigmoid_(ao[j] + wo[j] * cn[j]);
     }
-    if (s.m == nullptr && s.keep_h != nullptr) {
-      const T* k = s.keep_h + (at + b) * H;
-      const T* hp = t == 0 ? s.h0 + b * H : s.h + (at - B + b) * H;
+  } else if (s.coupled) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) m[j] += k[j] * (hp[j] - m[j]);
+    for (std::int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid_(af[j]);
+      const T g = T(2) * sigmoid_(ag[j]) - T(1);
+      cn[j] = f * c[j] + (T(1) - f) * g;
+      ao[j] = sigmoid_(ao[j]);
     }
-    if (s.keep_c != nullptr) {
-      const T* k = s.keep_c + (at + b) * H;
+  } else {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) c[j] = cn[j] + k[j] * (c[j] - cn[j]);
-    } else {
-      std::memcpy(c, cn, sizeof(T) * H);
+    for (std::int64_t j = 0; j < H; ++j) {
+      const T i = sigmoid_(ai[j]);
+      const T f = sigmoid_(af[j]);
+      const T g = T(2) * sigmoid_(ag[j]) - T(1);
+      cn[j] = f * c[j] + i * g;
+      ao[j] = sigmoid_(ao[j]);
     }
+  }
+  T* m = s.m != nullptr ? s.m + b * H : s.h + (at + b) * H;
+  if (s.gain_c != nullptr) {
+    T mean, rstd;
+    moments(cn, H, s.eps, &mean, &rstd);
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j)
+      m[j] = ao[j] * tanh_((cn[j] - mean) * rstd * s.gain_c[j] + s.bias_c[j]);
+  } else {
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j) m[j] = ao[j] * tanh_(cn[j]);
+  }
+  if (s.m == nullptr && s.keep_h != nullptr) {
+    const T* k = s.keep_h + (at + b) * H;
+    const T* hp = t == 0 ? s.h0 + b * H : s.h + (at - B + b) * H;
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j) m[j] += k[j] * (hp[j] - m[j]);
+  }
+  if (s.keep_c != nullptr) {
+    const T* k = s.keep_c + (at + b) * H;
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j) c[j] = cn[j] + k[j] * (c[j] - cn[j]);
+  } else {
+    std::memcpy(c, cn, sizeof(T) * H);
   }
 }
 
+// Step t of the LSTM with a projection, between torch's matmuls: gates (B, blocks·H) and
+// recurrent (B, blocks·H) or null, row by row as lstm_row. Adding the product here rather than
+// in the matmul: oneDNN's matmul with an added operand took 14.5 ms for 100 steps at B = 32,
+// H = 256 where the plain one took 11.5 (AMD EPYC, two threads).
 template <typename T>
 void lstm_step(const LSTMStep<T>& s, std::int64_t t, T* gates, const T* recurrent) {
   const std::int64_t B = s.batch, H = s.hidden, G = s.blocks * H;
@@ -237,11 +236,11 @@ void lstm_step(const LSTMStep<T>& s, std::int64_t t, T* gates, const T* recurren
     lstm_row(s, t, b, gates + b * G, recurrent != nullptr ? recurrent + b * G : nullptr);
 }
 
-// One GRU step around its matmuls, in fused_gru.py's arithmetic. The step's input side (with
-// the biases added) is in rz (T, B, 2H) and n (T, B, H); the matmuls' products come per call.
-//   reset_before, around W_hn (r ⊙ h_{t-1}) (p, q null: already added into rz, n):
-//     gates (p = W_hrz h_{t-1}):  r, z = σ(rz + p),   rh = r ⊙ h_{t-1}
-//     update (q = W_hn rh):       n = tanh(n + q)
+// One GRU step's element-wise parts, in fused_gru.py's arithmetic. The step's input side (with
+// the biases that do not wait for r) is in rz (T, B, 2H) and n (T, B, H).
+//   reset_before, around W_hn (r ⊙ h_{t-1}), the products added into rz and n by the matmuls:
+//     gates:   r, z = σ(rz),   rh = r ⊙ h_{t-1}
+//     update:  n = tanh(n)
 //   reset_after (torch's form; p = W_hh h_{t-1}, all three blocks):
 //     update:  r, z = σ(rz + p_rz),   n = tanh(n + r ⊙ (p_n + b_hn))
 //   then h_t = n + z' ⊙ (h_{t-1} - n),   z' = z + keep ⊙ (1 - z)
@@ -256,67 +255,53 @@ struct GRUStep {
   const T* keep;     // (T, B, H) or null
 };
 
-// Row b of step t's gates (reset_before): p (2H) = W_hrz h_{t-1}, or null when added already.
+// Row b of step t's gates (reset_before).
 template <typename T>
-void gru_gates_row(const GRUStep<T>& s, std::int64_t t, std::int64_t b, const T* p) {
+void gru_gates_row(const GRUStep<T>& s, std::int64_t t, std::int64_t b) {
   const std::int64_t B = s.batch, H = s.hidden;
-  {
-    T* rz = s.rz + (t * B + b) * 2 * H;
-    const T* hp = s.h + (t * B + b) * H;
-    T* rh = s.rh + b * H;
-    if (p != nullptr) {
+  T* rz = s.rz + (t * B + b) * 2 * H;
+  const T* hp = s.h + (t * B + b) * H;
+  T* rh = s.rh + b * H;
 #pragma omp simd
-      for (std::int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid_(rz[j] + p[j]);
-    } else {
+  for (std::int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid_(rz[j]);
 #pragma omp simd
-      for (std::int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid_(rz[j]);
-    }
-#pragma omp simd
-    for (std::int64_t j = 0; j < H; ++j) rh[j] = rz[j] * hp[j];
-  }
+  for (std::int64_t j = 0; j < H; ++j) rh[j] = rz[j] * hp[j];
 }
 
-// Row b of step t's update: reset_before q (H) = W_hn rh or null (added already); reset_after
-// p (3H) = W_hh h_{t-1}.
+// Row b of step t's update; reset_after: p (3H) its W_hh h_{t-1}, else null.
 template <typename T>
-void gru_update_row(const GRUStep<T>& s, std::int64_t t, std::int64_t b, const T* p,
-                    const T* q) {
+void gru_update_row(const GRUStep<T>& s, std::int64_t t, std::int64_t b, const T* p) {
   const std::int64_t B = s.batch, H = s.hidden;
-  {
-    T* rz = s.rz + (t * B + b) * 2 * H;
-    T* n = s.n + (t * B + b) * H;
-    const T* hp = s.h + (t * B + b) * H;
-    T* h = s.h + ((t + 1) * B + b) * H;
-    const T* k = s.keep != nullptr ? s.keep + (t * B + b) * H : nullptr;
-    if (s.reset_before && q != nullptr) {
+  T* rz = s.rz + (t * B + b) * 2 * H;
+  T* n = s.n + (t * B + b) * H;
+  const T* hp = s.h + (t * B + b) * H;
+  T* h = s.h + ((t + 1) * B + b) * H;
+  const T* k = s.keep != nullptr ? s.keep + (t * B + b) * H : nullptr;
+  if (s.reset_before) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j] + q[j]);
-    } else if (s.reset_before) {
+    for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j]);
+  } else {
+    const T* pn = p + 2 * H;
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j]);
-    } else {
-      const T* pn = p + 2 * H;
+    for (std::int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid_(rz[j] + p[j]);
+    if (s.b_hn != nullptr) {
 #pragma omp simd
-      for (std::int64_t j = 0; j < 2 * H; ++j) rz[j] = sigmoid_(rz[j] + p[j]);
-      if (s.b_hn != nullptr) {
-#pragma omp simd
-        for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j] + rz[j] * (pn[j] + s.b_hn[j]));
-      } else {
-#pragma omp simd
-        for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j] + rz[j] * pn[j]);
-      }
-    }
-    const T* z = rz + H;
-    if (k != nullptr) {
-#pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) {
-        const T w = z[j] + k[j] * (T(1) - z[j]);
-        h[j] = n[j] + w * (hp[j] - n[j]);
-      }
+      for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j] + rz[j] * (pn[j] + s.b_hn[j]));
     } else {
 #pragma omp simd
-      for (std::int64_t j = 0; j < H; ++j) h[j] = n[j] + z[j] * (hp[j] - n[j]);
+      for (std::int64_t j = 0; j < H; ++j) n[j] = tanh_(n[j] + rz[j] * pn[j]);
     }
+  }
+  const T* z = rz + H;
+  if (k != nullptr) {
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j) {
+      const T w = z[j] + k[j] * (T(1) - z[j]);
+      h[j] = n[j] + w * (hp[j] - n[j]);
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t j = 0; j < H; ++j) h[j] = n[j] + z[j] * (hp[j] - n[j]);
   }
 }
 
@@ -439,15 +424,15 @@ void gru_sequence(const GRUStep<T>& s, std::int64_t steps, const T* panels_a,
       if (s.reset_before) {
         matmul_rows(hp, H, b1 - b0, panels_a, H, 2 * H, s.rz + (t * B + b0) * 2 * H, 2 * H,
                     true);
-        for (std::int64_t b = b0; b < b1; ++b) gru_gates_row<T>(s, t, b, nullptr);
+        for (std::int64_t b = b0; b < b1; ++b) gru_gates_row(s, t, b);
         matmul_rows(s.rh + b0 * H, H, b1 - b0, panels_b, H, H, s.n + (t * B + b0) * H, H,
                     true);
-        for (std::int64_t b = b0; b < b1; ++b) gru_update_row<T>(s, t, b, nullptr, nullptr);
+        for (std::int64_t b = b0; b < b1; ++b) gru_update_row<T>(s, t, b, nullptr);
       } else {
         T* p = scratch + b0 * 3 * H;
         matmul_rows(hp, H, b1 - b0, panels_a, H, 3 * H, p, 3 * H, false);
         for (std::int64_t b = b0; b < b1; ++b)
-          gru_update_row<T>(s, t, b, p + (b - b0) * 3 * H, nullptr);
+          gru_update_row(s, t, b, p + (b - b0) * 3 * H);
       }
     }
   }

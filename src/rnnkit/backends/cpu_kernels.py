@@ -265,9 +265,11 @@ def panels(weight: Tensor) -> Tensor:
 
 def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
                       g_c, b_c, keep_h, keep_c):  # fmt: skip
-    """:func:`rnnkit.backends.fused_lstm._lstm_forward_only` with each step's element-wise part
-    compiled: same arguments (the fused kernel's internal gate order, candidate rows doubled),
-    same ``(h (T, B, P), c_T (B, H))``. Call only where :func:`serves` says so."""
+    """:func:`rnnkit.backends.fused_lstm._lstm_forward_only` compiled: same arguments (the fused
+    kernel's internal gate order, candidate rows doubled; ``xi`` the projected input side, or
+    ``x`` with ``w_ih``), same ``(h (T, B, P), c_T (B, H))``. Without a projection, whole chunks
+    of steps per call; with one, a call per step between torch's matmuls. Call only where
+    :func:`serves` says so."""
     T, B = xi.shape[:2]
     G, H, P = w_hh.shape[0], c0.shape[1], h0.shape[1]
     k = G // H
@@ -335,8 +337,8 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
 def gru_forward_only(gi: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor,
                      keep: Tensor | None, reset_after: bool) -> Tensor:  # fmt: skip
     """The forward of :class:`~rnnkit.backends.fused_gru.GRUResetAfterScan` /
-    ``GRUResetBeforeScan`` with each step's element-wise parts compiled: same arguments,
-    same ``hs`` (T + 1, B, H). Call only where :func:`serves` says so."""
+    ``GRUResetBeforeScan`` compiled, the whole sequence in one call: same arguments, same ``hs``
+    (T + 1, B, H). Call only where :func:`serves` says so."""
     T, B, G = gi.shape
     H = G // 3
     new = gi.new_empty
