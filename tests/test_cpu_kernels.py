@@ -18,9 +18,13 @@ from rnnkit.backends import cpu_kernels, fused_gru, fused_lstm, kernel_parts
 from rnnkit.backends.reference import scan
 from rnnkit.cells import GRUCell, LSTMCell
 
-pytestmark = pytest.mark.skipif(
-    cpu_kernels.library() is None, reason="no C++ compiler to build rnnkit's CPU kernels"
-)
+
+@pytest.fixture(autouse=True)
+def _built():
+    """Every test here needs the library (built at first use, into the session's cache)."""
+    if cpu_kernels.library() is None:
+        pytest.skip(f"rnnkit's CPU kernels: {cpu_kernels.status()}")
+
 
 LSTM_OPTIONS = [
     {"peephole": True},
