@@ -258,9 +258,11 @@ def panels(weight: Tensor) -> Tensor:
     panel padded with zeros."""
     N, K = weight.shape
     V = 64 // weight.element_size()
-    padded = weight.new_zeros(-(-N // V) * V, K)
-    padded[:N] = weight
-    return padded.view(-1, V, K).transpose(1, 2).contiguous()
+    if N % V:
+        padded = weight.new_zeros(N + V - N % V, K)
+        padded[:N] = weight
+        weight = padded
+    return weight.reshape(-1, V, K).transpose(1, 2).contiguous()
 
 
 def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w_cf, w_co, g_hh,
