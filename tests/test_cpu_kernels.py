@@ -190,6 +190,16 @@ def test_the_build_is_cached_and_rebuilt_on_request(tmp_path, monkeypatch):
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no partial files left
 
 
+def assert_inference_matches_reference(cell, batch: int, atol: float = 1e-5) -> None:
+    """The cell's fused kernel under no_grad, nine steps of 5 inputs, against reference.scan."""
+    x = torch.randn(9, batch, 5)
+    state = cell.initial_state(batch)
+    want, _ = scan(cell, cell.weights(), x, state)
+    with torch.no_grad():
+        got, _ = cell.fused_kernel()(cell, cell.weights(), x, state)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=atol)
+
+
 @pytest.fixture
 def fresh_library(monkeypatch, tmp_path):
     """library() forgets its answer before and after the test, with an empty cache."""
@@ -207,13 +217,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_loops(fresh_library, monkeyp
     assert "compiled CPU inference kernels unavailable" in caplog.text
     assert "using the eager loops" in caplog.text
     assert cpu_kernels.status().startswith("unavailable: false failed")
-    cell = LSTMCell(5, 7, peephole=True)
-    x = torch.randn(9, 2, 5)
-    state = cell.initial_state(2)
-    want, _ = scan(cell, cell.weights(), x, state)
-    with torch.no_grad():
-        got, _ = fused_lstm.lstm_scan(cell, cell.weights(), x, state)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert_inference_matches_reference(LSTMCell(5, 7, peephole=True), batch=2)
 
 
 def test_a_compiler_without_openmp_builds_for_one_thread(fresh_library, monkeypatch, tmp_path):
@@ -227,13 +231,7 @@ def test_a_compiler_without_openmp_builds_for_one_thread(fresh_library, monkeypa
     fake.chmod(0o755)
     monkeypatch.setenv("CXX", str(fake))
     assert cpu_kernels.library() is not None
-    cell = GRUCell(5, 64, reset_after=False)
-    x = torch.randn(9, 32, 5)
-    state = cell.initial_state(32)
-    want, _ = scan(cell, cell.weights(), x, state)
-    with torch.no_grad():
-        got, _ = fused_gru.gru_scan(cell, cell.weights(), x, state)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_inference_matches_reference(GRUCell(5, 64, reset_after=False), batch=32, atol=1e-6)
 
 
 def test_a_damaged_cached_library_is_built_again(fresh_library):
