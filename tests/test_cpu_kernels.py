@@ -180,6 +180,27 @@ def test_a_layer_in_eval_gives_its_training_forward():
     torch.testing.assert_close(c, c_train.detach(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(4, 8, peephole=True),
+        lambda: rnnkit.LSTM(4, 8, layer_norm=True, proj_size=3),
+        lambda: rnnkit.GRU(4, 8, reset_after=False),
+    ],
+    ids=["peephole", "layer_norm-proj", "gru-reset_before"],
+)
+def test_an_empty_batch(make):
+    """B = 0 gives empty outputs in inference and in training, gradients included."""
+    layer = make()
+    x = torch.randn(5, 0, 4, requires_grad=True)
+    with torch.no_grad():
+        out, _ = layer(x)
+    assert out.shape == (5, 0, layer.proj_size or layer.hidden_size)
+    out, _ = layer(x)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_the_build_is_cached_and_rebuilt_on_request(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
     first = cpu_kernels.build()

@@ -286,7 +286,7 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
     if x is None:  # the projection made by lstm_scan: overwritten step by step
         gates = xi.contiguous()
     elif projected:
-        gates = input_projection(x.reshape(T * B, -1), w_ih, x_bias).view(T, B, G)
+        gates = input_projection(x.reshape(T * B, x.shape[2]), w_ih, x_bias).view(T, B, G)
     if not layer_norm:
         g_ih = bias = None
     h_all = new(T, B, P)
@@ -309,11 +309,11 @@ def lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, w
         recurrent = new(B, G) if layer_norm else None
         packed = panels(w_hh)  # held: the calls read it through a pointer
         sequence = getattr(library(), f"rnnkit_lstm_sequence_{suffix}")
-        chunk = T if x is None else max(1, CHUNK_VALUES // (B * G))
+        chunk = T if x is None else max(1, CHUNK_VALUES // max(1, B * G))
         for first in range(0, T, chunk):
             last = min(T, first + chunk)
             if x is not None:
-                rows = x[first:last].reshape((last - first) * B, -1)
+                rows = x[first:last].reshape((last - first) * B, x.shape[2])
                 gates = input_projection(rows, w_ih, x_bias).view(last - first, B, G)
             sequence(args, first, last, gates.data_ptr(), packed.data_ptr(), _ptr(recurrent))
         return h_all, c

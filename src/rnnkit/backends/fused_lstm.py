@@ -204,11 +204,11 @@ def _lstm_forward_only(coupled, xi, w_ih, bias, g_ih, w_hh, h0, c0, w_hr, w_ci, 
     k = G // H
     s = (k - 1) * H  # the candidate block starts here
     if w_ih is not None and g_ih is None:  # xi is x: the input side for all steps in one matmul
-        xi = input_projection(xi.reshape(T * B, -1), w_ih, bias).view(T, B, G)
+        xi = input_projection(xi.reshape(T * B, xi.shape[2]), w_ih, bias).view(T, B, G)
     peephole, layer_norm = w_co is not None, g_hh is not None
     new = xi.new_empty
     if layer_norm:  # a_t = LN(W_ih x_t) g_ih + b for all steps, + LN(W_hh h_{t-1}) g_hh per step
-        raw = input_projection(xi.reshape(T * B, -1), w_ih).view(T, B, k, H)
+        raw = input_projection(xi.reshape(T * B, xi.shape[2]), w_ih).view(T, B, k, H)
         normed = _layer_norm(raw, (H,), None, None, LAYER_NORM_EPS)[0].view(T, B, G)
         gates = normed.mul_(g_ih) if bias is None else normed.mul_(g_ih).add_(bias)
         g_c2, b_c2 = g_c * -2, b_c * -2
@@ -324,7 +324,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         if layer_norm:
             # raw[t] = [W_ih x_t, W_hh h_{t-1}], adjacent so one layer-norm call covers both.
             raw = new(T, B, 2, G)
-            torch.mm(xi.reshape(T * B, -1), w_ih.t(), out=raw.view(T * B, 2 * G)[:, :G])
+            torch.mm(xi.reshape(T * B, xi.shape[2]), w_ih.t(), out=raw.view(T * B, 2 * G)[:, :G])
             raw_t, raw_h_t = raw.view(T, B, 2 * k, H).unbind(0), raw[:, :, 1].unbind(0)
             normed_ab = []
             g_c2, b_c2 = g_c * -2, b_c * -2
@@ -547,9 +547,9 @@ class _LSTMRecurrence(torch.autograd.Function):
         if layer_norm:
             d_rx = d_raw[:, :, 0].reshape(T * B, G)
             if needs[1]:
-                d_xi = (d_rx @ w_ih).view(T, B, -1)
+                d_xi = (d_rx @ w_ih).view(T, B, w_ih.shape[1])
             if needs[2]:
-                d_w_ih = d_rx.t() @ x.reshape(T * B, -1)
+                d_w_ih = d_rx.t() @ x.reshape(T * B, x.shape[2])
             if needs[3]:
                 d_bias = _sum_tb(d_a)
             d_g_ih, d_g_hh = gain_grads.sum(0).unbind(0)
