@@ -9,6 +9,7 @@ and the fall-back to the eager loops when the library cannot be had or must not 
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
@@ -219,6 +220,20 @@ def assert_inference_matches_reference(cell, batch: int, atol: float = 1e-5) -> 
     with torch.no_grad():
         got, _ = cell.fused_kernel()(cell, cell.weights(), x, state)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=atol)
+
+
+def test_old_builds_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    for i in range(10):  # older libraries of other versions
+        old = folder / f"cpu_kernels-old{i}.so"
+        old.write_bytes(b"")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    built = cpu_kernels.build(force=True)
+    kept = sorted(p.name for p in folder.glob("cpu_kernels-*.so"))
+    assert len(kept) == cpu_kernels.KEEP_BUILDS and built.name in kept
+    assert "cpu_kernels-old9.so" in kept and "cpu_kernels-old0.so" not in kept
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -71,6 +72,7 @@ FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapp
 # builds the same file for one thread, keeping only the vectorisation hints.
 THREADS_FLAGS = (("-fopenmp",), ("-fopenmp-simd",))
 BUILD_TIMEOUT_S = 120
+KEEP_BUILDS = 8  # libraries kept in the cache folder (other versions, compilers, CPUs)
 # The input projection for about this many gate pre-activations (T·B·G) at a time, just before
 # the sequence kernel reads them: (6,400 × 512) · (512 × 2,048) took 82 ms at once and 68 ms in
 # chunks of 16 steps, 2²¹ values (B = 64; at B = 32, H = 256: 11.5 ms at once, 8.3 ms in chunks
@@ -177,6 +179,18 @@ def _compile(compiler: str, flags: list[str], target: Path) -> None:
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+    _prune(target.parent)
+
+
+def _prune(folder: Path) -> None:
+    """Keep the :data:`KEEP_BUILDS` newest libraries: each source, compiler or CPU change adds
+    one. A process that loaded an older one keeps its mapping; a later one builds it again."""
+    with contextlib.suppress(OSError):  # another process pruning at the same time
+        newest_first = sorted(
+            folder.glob("cpu_kernels-*.so"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for old in newest_first[KEEP_BUILDS:]:
+            old.unlink(missing_ok=True)
 
 
 _why_unavailable: dict[str, str] = {}  # library()'s reason for None, under "reason"
