@@ -95,10 +95,10 @@ def gru_scan(
     )
     keep_h = keep_field(keep, x, cell.hidden_size)
     args = (gi, weights["weight_hh"], weights["bias_hh"] if bias else None, state.h, keep_h)
-    if needs_backward(*args):
-        function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
-    else:  # inference: nothing saved; the compiled recurrence on the CPU where it serves
+    if inference:  # nothing saved; the compiled recurrence on the CPU where it serves
         function = partial(_forward_only, reset_after=cell.reset_after)
+    else:
+        function = GRUResetAfterScan if cell.reset_after else GRUResetBeforeScan
     hs = apply_in_float32(function, *args)
     return hs[1:], HiddenState(hs[-1])
 
